@@ -1,0 +1,33 @@
+"""Decision records: one JSON line per decision, for people and for tests to assert on.
+
+Arguments are never written whole (they may hold secrets): a record names the argument keys only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, TextIO
+
+
+class AuditLog:
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._file: TextIO | None = None
+        self.session = f"{os.getpid()}-{int(time.time())}"
+        if path:
+            # Line-buffered append: each record lands whole even if mcp-guard is killed afterwards.
+            self._file = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+
+    def record(self, event: str, **fields: Any) -> None:
+        if self._file is None:
+            return
+        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z",
+                 "session": self.session, "event": event, **fields}
+        self._file.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

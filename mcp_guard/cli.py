@@ -1,0 +1,216 @@
+"""The `mcp-guard` command: parse arguments, load the policy, call into the package. No logic here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+
+from . import __version__
+
+POLICY_ENV = "MCP_GUARD_POLICY"
+AUDIT_ENV = "MCP_GUARD_AUDIT"
+
+
+class Failure(Exception):
+    """An error for people: printed as one line, with an exit status."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper()),
+                        format="mcp-guard: %(levelname)s: %(message)s")
+
+
+def _load_policy(path: str | None) -> Any:
+    from .policy import PolicyError, allow_all, load
+
+    if path is None:
+        return allow_all()
+    try:
+        return load(path)
+    except PolicyError as exc:
+        raise Failure(f"policy error: {exc}", 2) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mcp-guard (the MCP policy proxy)")
+def cli() -> None:
+    """A policy proxy in front of an MCP stdio server: hide tools, allow, deny, rate-limit and
+    constrain tool calls."""
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--policy", "policy_path", envvar=POLICY_ENV, type=click.Path(dir_okay=False),
+              help=f"Policy file (JSON, or YAML by extension). Also ${POLICY_ENV}. Without one, "
+                   "everything passes.")
+@click.option("--audit", "audit_path", envvar=AUDIT_ENV, type=click.Path(dir_okay=False),
+              help=f"Append one JSON decision record per line to this file. Also ${AUDIT_ENV}.")
+@click.option("--log-level", default="warning", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+              help="mcp-guard's own log on stderr.")
+@click.option("--max-message-bytes", default=64 * 1024 * 1024, show_default=True, type=click.IntRange(1024),
+              help="Longer lines are refused (client) or dropped (upstream) with a JSON-RPC error.")
+@click.option("--drain-timeout", default=30.0, show_default=True, type=click.FloatRange(0),
+              help="After the client closes stdin, seconds to wait for answers still owed.")
+@click.option("--shutdown-grace", default=3.0, show_default=True, type=click.FloatRange(0),
+              help="Seconds the server gets to exit after its stdin closes, before SIGTERM (then SIGKILL).")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def run(policy_path: str | None, audit_path: str | None, log_level: str, max_message_bytes: int,
+        drain_timeout: float, shutdown_grace: float, command: tuple[str, ...]) -> None:
+    """Run COMMAND (an MCP stdio server) behind the policy: mcp-guard run --policy FILE -- COMMAND..."""
+    _setup_logging(log_level)
+    if not command:
+        raise Failure("no server command: use mcp-guard run [--policy FILE] -- COMMAND [ARGS...]", 2)
+    policy = _load_policy(policy_path)
+    from .audit import AuditLog
+    from .guard import Guard
+    from .relay import Options
+    from .runner import run_relay
+    from .upstream import StartError
+
+    try:
+        audit = AuditLog(audit_path)
+    except OSError as exc:
+        raise Failure(f"cannot open the audit file {audit_path}: {exc.strerror or exc}", 2) from None
+    audit.record("start", policy=policy.source, command=list(command), version=__version__)
+    options = Options(max_message_bytes, drain_timeout, shutdown_grace)
+    try:
+        status = run_relay(command, Guard(policy, audit), options)
+    except StartError as exc:
+        raise Failure(str(exc), exc.status) from None
+    finally:
+        audit.close()
+    sys.exit(status)
+
+
+@cli.command()
+@click.argument("policy_file", type=click.Path(dir_okay=False))
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the server's tool list.")
+def check(policy_file: str, command: tuple[str, ...], timeout: float) -> None:
+    """Validate and lint POLICY_FILE; with -- COMMAND, also compare it with the server's real tools."""
+    from .lint import lint
+    from .policy import PolicyError, load
+
+    try:
+        policy = load(policy_file)
+    except PolicyError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    findings = lint(policy)
+    tools: list[dict[str, Any]] | None = None
+    if command:
+        from .listing import ListingError, list_tools
+
+        try:
+            tools = list_tools(list(command), timeout)
+        except ListingError as exc:
+            raise Failure(f"cannot list the server's tools: {exc}", 1) from None
+        from .lint import lint_against_tools
+
+        findings += lint_against_tools(policy, [tool["name"] for tool in tools])
+    for finding in findings:
+        click.echo(f"{policy_file}: warning: {finding}")
+    if tools is not None:
+        from .engine import ToolCall, decide, visible
+        from .engine import SessionState as _State
+
+        shown = [tool["name"] for tool in tools if visible(policy, tool["name"])]
+        click.echo(f"The server offers {len(tools)} tool(s); the agent will see {len(shown)}:")
+        for tool in tools:
+            name = tool["name"]
+            decision = decide(policy, ToolCall(name, {}), _State(), 0.0)
+            label = "hidden" if decision.action == "hide" else decision.action
+            if decision.action == "allow" and (decision.charges or _rule_has_limits(policy, decision.rule)):
+                label = "allow (limited)"
+            click.echo(f"  {label:<18} {name}  [{decision.rule or 'default'}]")
+    if findings:
+        click.echo(f"{policy_file}: {len(findings)} warning(s)")
+        sys.exit(1)
+    click.echo(f"{policy_file}: OK")
+
+
+def _rule_has_limits(policy: Any, key: str | None) -> bool:
+    return any(rule.key == key and (rule.rate_limit or rule.budget or rule.arguments is not None)
+               for rule in policy.rules)
+
+
+@cli.command()
+@click.option("--policy", "policy_path", envvar=POLICY_ENV, required=True, type=click.Path(dir_okay=False))
+@click.option("--args", "args_json", default=None, help="The call's arguments as a JSON object.")
+@click.argument("tool")
+def explain(policy_path: str, args_json: str | None, tool: str) -> None:
+    """Show the decision for a call to TOOL and the rule that made it."""
+    from .engine import SessionState, ToolCall, decide, select_rule
+
+    policy = _load_policy(policy_path)
+    arguments = None
+    if args_json is not None:
+        try:
+            arguments = json.loads(args_json)
+        except ValueError as exc:
+            raise Failure(f"--args is not valid JSON: {exc}", 2) from None
+        if not isinstance(arguments, dict):
+            raise Failure("--args must be a JSON object", 2)
+    decision = decide(policy, ToolCall(tool, arguments), SessionState(), 0.0)
+    rule = select_rule(policy, tool)
+    matched = policy.matching_rules(tool)
+    click.echo(f"tool:     {tool}")
+    click.echo(f"decision: {decision.action}{' (hidden from tools/list)' if decision.action == 'hide' else ''}")
+    click.echo(f"rule:     {rule.place if rule else 'default'}")
+    if decision.reason:
+        click.echo(f"reason:   {decision.reason}")
+    if rule and (rule.rate_limit or rule.budget):
+        if rule.rate_limit:
+            click.echo(f"limit:    at most {rule.rate_limit.max} call(s) per {rule.rate_limit.window:g} s")
+        if rule.budget:
+            click.echo(f"budget:   {rule.budget.max:g} per {rule.budget.window:g} s, cost at {rule.budget.cost}")
+    if len(matched) > 1:
+        click.echo("also matched (less specific): " + ", ".join(r.place for r in matched[1:]))
+    click.echo(json.dumps({"tool": tool, **decision.as_record()}))
+
+
+@cli.command()
+def schema() -> None:
+    """Print the policy file's JSON Schema (for editors and CI)."""
+    from .policy import schema as policy_schema
+
+    click.echo(json.dumps(policy_schema(), indent=2))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    from ._conflicts import explain as explain_conflict
+    from ._conflicts import foreign_distributions
+
+    foreign = foreign_distributions()
+    if foreign:
+        click.echo(f"mcp-guard: warning: {explain_conflict(foreign)}", err=True)
+    if args[:1] == ["run"] and "--" not in args and not {"-h", "--help"} & set(args):
+        click.echo("mcp-guard: error: put -- before the server command: "
+                   "mcp-guard run [--policy FILE] -- COMMAND [ARGS...]", err=True)
+        sys.exit(2)
+    try:
+        cli.main(args=args, prog_name="mcp-guard", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("mcp-guard: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"mcp-guard: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except Failure as exc:
+        click.echo(f"mcp-guard: error: {exc}", err=True)
+        sys.exit(exc.status)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(1)

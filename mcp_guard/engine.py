@@ -1,0 +1,202 @@
+"""The decision: `decide(policy, call, state, now) -> Decision`.
+
+Pure: no I/O, no clock reads, no globals. The caller passes the time and the per-session usage, and
+applies the decision's charges to the state itself. The same matching serves tools/list (`visible`) and
+tools/call (`decide`), so a tool that is hidden can never be called.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from .policy import Action, Policy, Rule
+
+HIDDEN_REASON = "Unknown tool"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    name: str
+    arguments: Any = None  # the call's `arguments`; None when the call has none
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What an allowed call takes from a limit: 1 for a rate limit, its cost for a budget."""
+
+    rule: str
+    limit: str  # "rate_limit" or "budget"
+    amount: float
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    rule: str | None  # the key of the rule that decided; None when the policy's default did
+    reason: str | None = None
+    retry_after: float | None = None
+    kind: str = "policy"  # policy | arguments | rate_limit | budget | default
+    charges: tuple[Charge, ...] = ()
+
+    @property
+    def allowed(self) -> bool:
+        return self.action == "allow"
+
+    def as_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"action": self.action, "rule": self.rule, "reason": self.reason}
+        if self.retry_after is not None:
+            record["retry_after"] = self.retry_after
+        return record
+
+
+@dataclass
+class SessionState:
+    """What one session (one mcp-guard process) has used of each limit: (time, amount) per rule."""
+
+    usage: dict[tuple[str, str], deque[tuple[float, float]]] = field(default_factory=dict)
+
+    def entries(self, rule: str, limit: str, now: float, window: float) -> list[tuple[float, float]]:
+        return [(t, a) for t, a in self.usage.get((rule, limit), ()) if now - t < window]
+
+    def record(self, charges: tuple[Charge, ...], now: float, windows: dict[tuple[str, str], float]) -> None:
+        for charge in charges:
+            queue = self.usage.setdefault((charge.rule, charge.limit), deque())
+            window = windows.get((charge.rule, charge.limit), math.inf)
+            while queue and now - queue[0][0] >= window:
+                queue.popleft()
+            queue.append((charge.at, charge.amount))
+
+    def refund(self, charges: tuple[Charge, ...]) -> None:
+        """A call the upstream answered with an error gives back what it took."""
+        for charge in charges:
+            queue = self.usage.get((charge.rule, charge.limit))
+            if queue is not None:
+                try:
+                    queue.remove((charge.at, charge.amount))
+                except ValueError:
+                    pass
+
+
+def select_rule(policy: Policy, name: str) -> Rule | None:
+    """The rule that decides for `name`, or None when the default does."""
+    rules = policy.matching_rules(name)
+    return rules[0] if rules else None
+
+
+def visible(policy: Policy, name: str) -> bool:
+    rule = select_rule(policy, name)
+    return (rule.action if rule else policy.default) != "hide"
+
+
+def decide(policy: Policy, call: ToolCall, state: SessionState, now: float) -> Decision:
+    rule = select_rule(policy, call.name)
+    if rule is None:
+        return _default_decision(policy, call)
+    if rule.action == "hide":
+        return Decision("hide", rule.key, HIDDEN_REASON)
+    if rule.action == "deny":
+        return Decision("deny", rule.key, rule.reason or f"calls to {call.name} are denied by policy")
+    arguments = {} if call.arguments is None else call.arguments
+    if rule.arguments is not None:
+        problem = _argument_problem(policy, rule, arguments)
+        if problem is not None:
+            return Decision("deny", rule.key, rule.reason or problem, kind="arguments")
+    charges: list[Charge] = []
+    if rule.rate_limit is not None:
+        limit = rule.rate_limit
+        used = state.entries(rule.key, "rate_limit", now, limit.window)
+        if len(used) + 1 > limit.max:
+            retry = _retry_after(used, limit.max - 1, now, limit.window) if limit.max > 0 else None
+            return Decision("deny", rule.key,
+                            f"rate limit reached: at most {limit.max} call(s) per {limit.window:g} s",
+                            retry, "rate_limit")
+        charges.append(Charge(rule.key, "rate_limit", 1, now))
+    if rule.budget is not None:
+        budget = rule.budget
+        cost = _cost(arguments, budget.cost)
+        if isinstance(cost, str):
+            return Decision("deny", rule.key, cost, kind="budget")
+        used = state.entries(rule.key, "budget", now, budget.window)
+        spent = sum(amount for _, amount in used)
+        if cost > budget.max:
+            return Decision("deny", rule.key,
+                            f"cost {cost:g} is more than the whole budget of {budget.max:g} per "
+                            f"{budget.window:g} s", None, "budget")
+        if spent + cost > budget.max:
+            retry = _budget_retry_after(used, budget.max - cost, now, budget.window)
+            return Decision("deny", rule.key,
+                            f"budget exhausted: {spent:g} of {budget.max:g} spent in the last "
+                            f"{budget.window:g} s, this call costs {cost:g}", retry, "budget")
+        charges.append(Charge(rule.key, "budget", cost, now))
+    if rule.action == "require_approval":
+        return Decision("require_approval", rule.key,
+                        rule.reason or f"calls to {call.name} need a human's approval, and mcp-guard "
+                                       "cannot obtain approval yet", kind="policy", charges=())
+    return Decision("allow", rule.key, charges=tuple(charges))
+
+
+def _default_decision(policy: Policy, call: ToolCall) -> Decision:
+    action = policy.default
+    if action == "hide":
+        return Decision("hide", None, HIDDEN_REASON, kind="default")
+    if action == "deny":
+        return Decision("deny", None, policy.default_reason or
+                        f"{call.name} is not on this policy's list of allowed tools", kind="default")
+    if action == "require_approval":
+        return Decision("require_approval", None, policy.default_reason or
+                        f"calls to {call.name} need a human's approval, and mcp-guard cannot obtain "
+                        "approval yet", kind="default")
+    return Decision("allow", None, kind="default")
+
+
+def _argument_problem(policy: Policy, rule: Rule, arguments: Any) -> str | None:
+    from jsonschema.exceptions import best_match
+
+    error = best_match(policy.validator(rule).iter_errors(arguments))
+    if error is None:
+        return None
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+    subject = f"argument {where[1:] if where.startswith('.') else where}" if where else "the arguments"
+    return f"{subject}: {error.message}"
+
+
+def _cost(arguments: Any, pointer: str) -> float | str:
+    """The number at JSON Pointer `pointer` in the arguments, or a reason why there is none."""
+    value = arguments
+    if pointer:
+        for token in pointer[1:].split("/"):
+            token = token.replace("~1", "/").replace("~0", "~")
+            if isinstance(value, dict) and token in value:
+                value = value[token]
+            elif isinstance(value, list) and token.isdigit() and int(token) < len(value):
+                value = value[int(token)]
+            else:
+                return f"the call has no cost at {pointer} in its arguments"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return f"the cost at {pointer} in the call's arguments is not a number"
+    if value < 0:
+        return f"the cost at {pointer} in the call's arguments is negative"
+    return float(value)
+
+
+def _retry_after(used: list[tuple[float, float]], keep: int, now: float, window: float) -> float:
+    """Seconds until enough of the oldest entries leave the window that only `keep` remain."""
+    times = sorted(t for t, _ in used)
+    index = len(times) - keep - 1
+    if index < 0:
+        return 0.0
+    return max(0.0, times[index] + window - now)
+
+
+def _budget_retry_after(used: list[tuple[float, float]], room: float, now: float, window: float) -> float:
+    entries = sorted(used)
+    spent = sum(a for _, a in entries)
+    for t, amount in entries:
+        spent -= amount
+        if spent <= room:
+            return max(0.0, t + window - now)
+    return 0.0

@@ -1,0 +1,176 @@
+"""The interceptor: sees each message, asks the engine, tells the relay forward / reply / drop.
+
+It knows the MCP methods that matter to a policy (tools/list, tools/call) and the two protocol eras,
+and nothing of file descriptors or processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import wire
+from .audit import AuditLog
+from .engine import Charge, Decision, SessionState, ToolCall, decide, visible
+from .policy import Policy
+from .relay import ClientAction, Drop, Forward, Reply
+
+log = logging.getLogger("mcp_guard")
+
+PROTOCOL_VERSION_META = "io.modelcontextprotocol/protocolVersion"
+# Stateless MCP (no initialize; every request carries its version) starts with this revision.
+FIRST_STATELESS_VERSION = "2026-07-28"
+DECISION_META = "mcp-guard/decision"
+
+
+@dataclass(slots=True)
+class ListWatch:
+    """A tools/list in flight: its answer must be filtered before the client sees it."""
+
+    request_id: Any
+
+
+@dataclass(slots=True)
+class CallWatch:
+    """An allowed tools/call that took from a limit: an error answer gives the quota back."""
+
+    tool: str
+    charges: tuple[Charge, ...]
+
+
+class Guard:
+    def __init__(self, policy: Policy, audit: AuditLog | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.policy = policy
+        self.audit = audit or AuditLog(None)
+        self.clock = clock
+        self.state = SessionState()
+        self.era: str | None = None  # "handshake" or "stateless", from the client's requests
+        self._windows = {
+            (rule.key, kind): limit.window
+            for rule in policy.rules
+            for kind, limit in (("rate_limit", rule.rate_limit), ("budget", rule.budget))
+            if limit is not None
+        }
+
+    # --- client messages -------------------------------------------------------------------------
+
+    def client_request(self, msg: wire.Message) -> ClientAction:
+        method = msg.method
+        self._note_era(msg)
+        if method == "tools/call":
+            return self._tools_call(msg)
+        if method == "tools/list":
+            return Forward(watch=ListWatch(msg.id))
+        return Forward()
+
+    def client_notification(self, msg: wire.Message) -> Forward | Drop:
+        # Every client notification MCP defines lives under notifications/. Anything else (a
+        # tools/call sent without an id, say) is something a lenient server might act on unseen.
+        if msg.method is not None and msg.method.startswith("notifications/"):
+            return Forward()
+        self.audit.record("notification_dropped", method=msg.method)
+        return Drop(f"{msg.method} is not a notification; requests must carry an id")
+
+    def _note_era(self, msg: wire.Message) -> None:
+        if msg.method == "initialize":
+            self.era = "handshake"
+            return
+        params = msg.params
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        version = meta.get(PROTOCOL_VERSION_META) if isinstance(meta, dict) else None
+        if isinstance(version, str) and version >= FIRST_STATELESS_VERSION:
+            if self.era is None or msg.method == "server/discover":
+                self.era = "stateless"
+
+    def _stateless(self, msg: wire.Message) -> bool:
+        if self.era == "stateless":
+            return True
+        params = msg.params
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        version = meta.get(PROTOCOL_VERSION_META) if isinstance(meta, dict) else None
+        return isinstance(version, str) and version >= FIRST_STATELESS_VERSION
+
+    def _tools_call(self, msg: wire.Message) -> ClientAction:
+        params = msg.params
+        name = params.get("name") if isinstance(params, dict) else None
+        if not isinstance(name, str):
+            self.audit.record("call", request_id=msg.id, tool=None, action="deny",
+                              reason="tools/call without a string name")
+            return Reply(wire.error_response(msg.id, wire.INVALID_PARAMS,
+                                             "Invalid params: tools/call needs a string \"name\""))
+        assert isinstance(params, dict)
+        arguments = params.get("arguments")
+        if arguments is not None and not isinstance(arguments, dict):
+            self.audit.record("call", request_id=msg.id, tool=name, action="deny",
+                              reason="arguments is not an object")
+            return Reply(wire.error_response(msg.id, wire.INVALID_PARAMS,
+                                             "Invalid params: tools/call \"arguments\" must be an object"))
+        now = self.clock()
+        decision = decide(self.policy, ToolCall(name, arguments), self.state, now)
+        self.audit.record("call", request_id=msg.id, tool=name, **decision.as_record(),
+                          argument_keys=sorted(arguments) if arguments else [])
+        if decision.allowed:
+            if decision.charges:
+                self.state.record(decision.charges, now, self._windows)
+                return Forward(watch=CallWatch(name, decision.charges))
+            return Forward()
+        if decision.action == "hide":
+            log.warning("refused a call to %s: hidden by %s", name, decision.rule or "the default")
+            # Exactly what a server answers for a tool it does not have: nothing mentions policy.
+            return Reply(wire.error_response(msg.id, wire.INVALID_PARAMS, f"Unknown tool: {name}"))
+        log.warning("refused a call to %s (%s): %s", name, decision.rule or "default", decision.reason)
+        return Reply(self._refusal(msg, name, decision))
+
+    def _refusal(self, msg: wire.Message, name: str, decision: Decision) -> bytes:
+        text = f"mcp-guard refused the call to {name}: {decision.reason}"
+        if decision.retry_after is not None:
+            text += f". Retry after {decision.retry_after:.0f} s" if decision.retry_after >= 1 else \
+                ". Retry in a moment"
+        text += "."
+        result: dict[str, Any] = {
+            "content": [{"type": "text", "text": text}],
+            "isError": True,
+            "_meta": {DECISION_META: decision.as_record()},
+        }
+        if self._stateless(msg):
+            result["resultType"] = "complete"
+        return wire.result_response(msg.id, result)
+
+    # --- upstream answers ------------------------------------------------------------------------
+
+    def upstream_answer(self, msg: wire.Message, watch: Any) -> Forward | Reply:
+        if isinstance(watch, ListWatch):
+            return self._filter_listing(msg, watch)
+        if isinstance(watch, CallWatch):
+            result = msg.body.get("result")
+            if "error" in msg.body or (isinstance(result, dict) and result.get("isError") is True):
+                self.state.refund(watch.charges)
+                self.audit.record("refund", tool=watch.tool, request_id=msg.id)
+        return Forward()
+
+    def upstream_answer_lost(self, watch: Any) -> None:
+        # The call may or may not have run: its quota stays taken.
+        return None
+
+    def _filter_listing(self, msg: wire.Message, watch: ListWatch) -> Forward | Reply:
+        if "error" in msg.body:
+            return Forward()
+        result = msg.body.get("result")
+        tools = result.get("tools") if isinstance(result, dict) else None
+        if not isinstance(tools, list) or not all(
+                isinstance(tool, dict) and isinstance(tool.get("name"), str) for tool in tools):
+            log.warning("withheld a tools/list answer that mcp-guard could not read")
+            return Reply(wire.error_response(watch.request_id, wire.INTERNAL_ERROR,
+                                             "mcp-guard could not read the upstream server's tool list"))
+        kept = [tool for tool in tools if visible(self.policy, tool["name"])]
+        if len(kept) == len(tools):
+            return Forward()
+        hidden = [tool["name"] for tool in tools if tool not in kept]
+        self.audit.record("list", request_id=msg.id, hidden=hidden, shown=len(kept))
+        assert isinstance(result, dict)
+        result["tools"] = kept
+        return Forward(replacement=wire.encode(msg.body))

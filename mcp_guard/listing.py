@@ -1,0 +1,119 @@
+"""List a server's tools for `mcp-guard check -- COMMAND`: a small synchronous JSON-RPC client.
+
+It speaks the handshake era (initialize), which every MCP server to date accepts, and follows
+nextCursor through every page.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import threading
+from typing import Any
+
+from .upstream import StartError, Upstream
+
+
+class ListingError(Exception):
+    pass
+
+
+def list_tools(command: list[str], timeout: float) -> list[dict[str, Any]]:
+    try:
+        upstream = Upstream.start(command)
+    except StartError as exc:
+        raise ListingError(str(exc)) from None
+    process = upstream.process
+    lines: queue.Queue[bytes] = queue.Queue()
+
+    def reader() -> None:
+        assert process.stdout is not None
+        buffer = b""
+        while True:
+            try:
+                chunk = _read_blocking(upstream.stdout_fd)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buffer += chunk
+            *complete, buffer = buffer.split(b"\n")
+            for line in complete:
+                lines.put(line)
+        lines.put(b"")
+
+    threading.Thread(target=reader, daemon=True).start()
+
+    def send(message: dict[str, Any]) -> None:
+        data = json.dumps(message).encode() + b"\n"
+        view = memoryview(data)
+        import os
+        import select
+
+        while view:
+            select.select([], [upstream.stdin_fd], [], timeout)
+            try:
+                view = view[os.write(upstream.stdin_fd, view):]
+            except BlockingIOError:
+                continue
+            except BrokenPipeError:
+                raise ListingError("the server closed its input") from None
+
+    def answer(request_id: int) -> dict[str, Any]:
+        while True:
+            try:
+                line = lines.get(timeout=timeout)
+            except queue.Empty:
+                raise ListingError(f"no answer within {timeout:g} s") from None
+            if not line:
+                raise ListingError("the server exited before answering")
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(message, dict) and message.get("id") == request_id and "method" not in message:
+                if "error" in message:
+                    raise ListingError(f"the server answered with an error: {message['error']}")
+                result: dict[str, Any] = message.get("result") or {}
+                return result
+
+    try:
+        send({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+              "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                         "clientInfo": {"name": "mcp-guard-check", "version": "1"}}})
+        answer(1)
+        send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        tools: list[dict[str, Any]] = []
+        cursor = None
+        for request_id in range(2, 1000):
+            params = {"cursor": cursor} if cursor else {}
+            send({"jsonrpc": "2.0", "id": request_id, "method": "tools/list", "params": params})
+            result = answer(request_id)
+            page = result.get("tools")
+            if not isinstance(page, list):
+                raise ListingError("the server's tools/list result has no tools array")
+            tools += [tool for tool in page if isinstance(tool, dict) and isinstance(tool.get("name"), str)]
+            cursor = result.get("nextCursor")
+            if not cursor:
+                break
+        return tools
+    finally:
+        upstream.close_stdin()
+        try:
+            process.wait(2)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _read_blocking(fd: int) -> bytes:
+    import os
+    import select
+
+    while True:
+        select.select([fd], [], [])
+        try:
+            return os.read(fd, 65536)
+        except BlockingIOError:
+            continue

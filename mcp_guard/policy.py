@@ -1,0 +1,280 @@
+"""Load a policy file, check it against the packaged schema, build an immutable `Policy`.
+
+Every problem becomes one `PolicyError` that names the file, the place (a JSON path, and a line when it
+can be found) and the problem, so `mcp-guard run` can stop with exit status 2 before starting anything.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from fnmatch import translate
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+Action = Literal["allow", "deny", "require_approval", "hide"]
+ACTIONS: tuple[Action, ...] = ("allow", "require_approval", "deny", "hide")
+# The tie-breaker between equally specific rules: the more restrictive action wins.
+RESTRICTIVENESS: dict[str, int] = {action: rank for rank, action in enumerate(ACTIONS)}
+
+
+class PolicyError(Exception):
+    """A policy file that cannot be used. The message names the file, the place and the problem."""
+
+    def __init__(self, file: str, problem: str, place: str | None = None, line: int | None = None) -> None:
+        self.file, self.problem, self.place, self.line = file, problem, place, line
+        where = file
+        if line is not None:
+            where += f":{line}"
+        if place:
+            where += f": at {place}"
+        super().__init__(f"{where}: {problem}")
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    max: int
+    window: float
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    max: float
+    window: float
+    cost: str  # a JSON Pointer into the call's arguments
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    key: str  # the tool name or glob, exactly as written
+    action: Action
+    reason: str | None = None
+    rate_limit: RateLimit | None = None
+    budget: Budget | None = None
+    arguments: Any = None  # a JSON Schema, or None
+    origin: str = "rules"  # "rules" or "hide": where the policy file says it
+
+    @property
+    def is_glob(self) -> bool:
+        return is_glob(self.key)
+
+    @property
+    def place(self) -> str:
+        return f"rules.{self.key}" if self.origin == "rules" else f"hide[{self.key!r}]"
+
+
+@dataclass(frozen=True)
+class Policy:
+    source: str
+    default: Action = "allow"
+    default_reason: str | None = None
+    description: str | None = None
+    rules: tuple[Rule, ...] = ()
+    raw: Any = None
+    _exact: dict[str, tuple[Rule, ...]] = field(default_factory=dict, repr=False, compare=False)
+    _globs: tuple[tuple[Rule, re.Pattern[str]], ...] = field(default=(), repr=False, compare=False)
+    _validators: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def build(cls, source: str, default: Action = "allow", rules: tuple[Rule, ...] = (),
+              default_reason: str | None = None, description: str | None = None, raw: Any = None) -> Policy:
+        exact: dict[str, list[Rule]] = {}
+        globs: list[tuple[Rule, re.Pattern[str]]] = []
+        for rule in rules:
+            if rule.is_glob:
+                globs.append((rule, re.compile(translate(rule.key), re.DOTALL)))
+            else:
+                exact.setdefault(rule.key, []).append(rule)
+        return cls(source, default, default_reason, description, rules, raw,
+                   {k: tuple(v) for k, v in exact.items()}, tuple(globs))
+
+    def matching_rules(self, name: str) -> list[Rule]:
+        """Every rule whose key matches `name`, most decisive first (the precedence order)."""
+        found = list(self._exact.get(name, ()))
+        found += [rule for rule, pattern in self._globs if pattern.fullmatch(name)]
+        found.sort(key=precedence, reverse=True)
+        return found
+
+    def validator(self, rule: Rule) -> Any:
+        """The compiled argument validator of a rule (built once, on first use)."""
+        validator = self._validators.get(rule.key + "\0" + rule.origin)
+        if validator is None:
+            from jsonschema import Draft202012Validator
+
+            validator = Draft202012Validator(rule.arguments)
+            self._validators[rule.key + "\0" + rule.origin] = validator
+        return validator
+
+
+def is_glob(key: str) -> bool:
+    return any(ch in key for ch in "*?[")
+
+
+def precedence(rule: Rule) -> tuple[int, int, int]:
+    """Exact beats glob; a longer glob beats a shorter one; at a tie the more restrictive action."""
+    return (0 if rule.is_glob else 1, len(rule.key), RESTRICTIVENESS[rule.action])
+
+
+def allow_all(source: str = "(no policy)") -> Policy:
+    return Policy.build(source)
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+
+def schema() -> dict[str, Any]:
+    text = resources.files("mcp_guard").joinpath("policy.schema.json").read_text(encoding="utf-8")
+    result: dict[str, Any] = json.loads(text)
+    return result
+
+
+def load(path: str | Path) -> Policy:
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PolicyError(file, "no such file") from None
+    except IsADirectoryError:
+        raise PolicyError(file, "is a directory, not a policy file") from None
+    except UnicodeDecodeError:
+        raise PolicyError(file, "is not UTF-8 text") from None
+    except OSError as exc:
+        raise PolicyError(file, f"cannot be read: {exc.strerror or exc}") from None
+    return loads(text, file)
+
+
+def loads(text: str, file: str = "<policy>") -> Policy:
+    data = _parse(text, file)
+    _validate(data, text, file)
+    return _build(data, text, file)
+
+
+def _duplicate_checked(file: str) -> Any:
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    raise PolicyError(file, f"the key {key!r} appears twice in one object; "
+                                            "which one applies would be ambiguous")
+                seen.add(key)
+        return obj
+
+    return hook
+
+
+def _parse(text: str, file: str) -> Any:
+    if file.endswith((".yaml", ".yml")):
+        try:
+            import yaml
+        except ImportError:
+            raise PolicyError(file, "YAML policies need PyYAML: pip install 'mcp-guard[yaml]'") from None
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise PolicyError(file, f"not valid YAML: {problem}",
+                              line=mark.line + 1 if mark is not None else None) from None
+    try:
+        return json.loads(text, object_pairs_hook=_duplicate_checked(file))
+    except json.JSONDecodeError as exc:
+        raise PolicyError(file, f"not valid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno) from None
+
+
+def _json_path(path: Any) -> str:
+    out = "$"
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
+            out += f".{part}"
+        else:
+            out += f"[{json.dumps(part)}]"
+    return out
+
+
+def _line_of(text: str, path: list[Any]) -> int | None:
+    """Best effort: the line where the value at `path` is written, by finding each key in turn."""
+    pos = 0
+    found = False
+    for part in path:
+        if isinstance(part, int):
+            continue
+        for needle in (json.dumps(part), f"{part}:", f"'{part}'"):
+            index = text.find(needle, pos)
+            if index >= 0:
+                pos, found = index, True
+                break
+        else:
+            return None
+    return text.count("\n", 0, pos) + 1 if found else None
+
+
+def _validate(data: Any, text: str, file: str) -> None:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
+    validator = Draft202012Validator(schema())
+    errors = list(validator.iter_errors(data))
+    if not errors:
+        return
+    error = best_match(errors)
+    path = list(error.absolute_path)
+    problem = _explain_schema_error(error)
+    raise PolicyError(file, problem, _json_path(path), _line_of(text, path))
+
+
+def _explain_schema_error(error: Any) -> str:
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        known = ", ".join(sorted(error.schema.get("properties", {})))
+        return f"unknown key {', '.join(map(repr, extra))} (known keys: {known})"
+    if error.validator == "enum":
+        return f"{error.instance!r} is not one of {', '.join(map(repr, error.validator_value))}"
+    if error.validator == "const":
+        return f"{error.instance!r} must be {error.validator_value!r}"
+    return str(error.message)
+
+
+def _build(data: dict[str, Any], text: str, file: str) -> Policy:
+    rules: list[Rule] = []
+    for key, spec in (data.get("rules") or {}).items():
+        arguments = spec.get("arguments")
+        if arguments is not None:
+            _check_argument_schema(arguments, file, text, key)
+        rate = spec.get("rate_limit")
+        budget = spec.get("budget")
+        rules.append(Rule(
+            key=key,
+            action=spec.get("action", "allow"),
+            reason=spec.get("reason"),
+            rate_limit=RateLimit(rate["max"], float(rate["window"])) if rate else None,
+            budget=Budget(budget["max"], float(budget["window"]), budget["cost"]) if budget else None,
+            arguments=arguments,
+        ))
+    for key in data.get("hide") or ():
+        rules.append(Rule(key=key, action="hide", origin="hide"))
+    for rule in rules:
+        if rule.is_glob:
+            try:
+                re.compile(translate(rule.key))
+            except re.error as exc:
+                raise PolicyError(file, f"not a valid glob: {exc}", rule.place) from None
+    return Policy.build(file, data.get("default", "allow"), tuple(rules),
+                        data.get("default_reason"), data.get("description"), data)
+
+
+def _check_argument_schema(arguments: Any, file: str, text: str, key: str) -> None:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    try:
+        Draft202012Validator.check_schema(arguments)
+    except SchemaError as exc:
+        path = ["rules", key, "arguments", *exc.path]
+        raise PolicyError(file, f"not a valid JSON Schema: {exc.message}", _json_path(path),
+                          _line_of(text, path)) from None

@@ -1,0 +1,457 @@
+"""The relay: two directions, the pending-request tables, shutdown. It knows nothing of policy.
+
+Every client line is parsed (the interceptor must see every client message) and, unless the
+interceptor changes it, forwarded as the exact bytes received. Upstream lines are parsed to match answers
+to requests; they too pass through byte for byte unless the interceptor asked to see the answer.
+
+mcp-guard can also speak for itself: answer a client request (a refusal), and send its own requests to
+the client (ids that carry a per-process random nonce, so they never collide with the upstream's),
+whose answers it consumes instead of forwarding.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import secrets
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anyio
+from anyio.abc import TaskGroup
+
+from . import wire
+from .streams import LineWriter, Oversized, StreamClosed, read_lines
+from .upstream import Upstream, exit_status
+
+log = logging.getLogger("mcp_guard")
+
+
+# --- what an interceptor can tell the relay to do -------------------------------------------------
+
+
+@dataclass(slots=True)
+class Forward:
+    """Pass the message on. For a client request, `watch` (anything but None) asks to see its answer:
+    the relay hands it back to `Interceptor.upstream_answer`. `replacement` sends other bytes instead."""
+
+    watch: Any = None
+    replacement: bytes | None = None
+
+
+@dataclass(slots=True)
+class Reply:
+    """Do not forward; answer the sender with these bytes (a whole JSON-RPC message)."""
+
+    answer: bytes
+
+
+@dataclass(slots=True)
+class Drop:
+    """Do not forward and do not answer (notifications, which have no answer)."""
+
+    reason: str
+
+
+@dataclass(slots=True)
+class Defer:
+    """Decide later: the relay runs `decision` in its own task (the other messages keep flowing) and
+    then applies the Forward or Reply it returns. Used when a human must be asked first."""
+
+    decision: Callable[[], Awaitable[Forward | Reply]]
+
+
+ClientAction = Forward | Reply | Drop | Defer
+
+
+class Interceptor(Protocol):
+    def client_request(self, msg: wire.Message) -> ClientAction: ...
+
+    def client_notification(self, msg: wire.Message) -> Forward | Drop: ...
+
+    def upstream_answer(self, msg: wire.Message, watch: Any) -> Forward | Reply: ...
+
+    def upstream_answer_lost(self, watch: Any) -> None: ...
+
+
+class PassThrough:
+    """The interceptor of a relay without a policy: everything passes."""
+
+    def client_request(self, msg: wire.Message) -> ClientAction:
+        return Forward()
+
+    def client_notification(self, msg: wire.Message) -> Forward | Drop:
+        return Forward()
+
+    def upstream_answer(self, msg: wire.Message, watch: Any) -> Forward | Reply:
+        return Forward()
+
+    def upstream_answer_lost(self, watch: Any) -> None:
+        return None
+
+
+@dataclass(slots=True)
+class Pending:
+    """A client request forwarded upstream and not yet answered."""
+
+    id: Any
+    method: str
+    watch: Any = None
+
+
+@dataclass
+class Options:
+    max_message_bytes: int = 64 * 1024 * 1024
+    drain_timeout: float = 30.0
+    shutdown_grace: float = 3.0
+
+
+@dataclass
+class _OwnRequest:
+    done: anyio.Event = field(default_factory=anyio.Event)
+    answer: wire.Message | None = None
+
+
+_HEAD_ID = re.compile(rb'"id"\s*:\s*("(?:[^"\\]|\\.){0,200}"|-?\d{1,40})')
+
+
+class Relay:
+    def __init__(
+        self,
+        client_in: int,
+        client_out: int,
+        upstream: Upstream,
+        interceptor: Interceptor | None = None,
+        options: Options | None = None,
+    ) -> None:
+        self.client_in = client_in
+        self.client_out = LineWriter(client_out)
+        self.upstream = upstream
+        self.upstream_in = LineWriter(upstream.stdin_fd)
+        self.interceptor: Interceptor = interceptor or PassThrough()
+        self.options = options or Options()
+        self.pending_requests: dict[str, Pending] = {}
+        self.own_requests: dict[str, _OwnRequest] = {}
+        self._own_prefix = f"mcp-guard-{secrets.token_hex(8)}-"
+        self._own_counter = 0
+        self._draining = False
+        self._idle = anyio.Event()
+        self._done = anyio.Event()
+        self._upstream_gone = False
+        self._exit_code = 0
+        self._tg: TaskGroup | None = None
+
+    # --- running ---------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Relay until the session ends; returns mcp-guard's exit status. The child is stopped on
+        every path out of here, cancellation included."""
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._client_side)
+                tg.start_soon(self._upstream_side)
+                tg.start_soon(self._watch_signals)
+                await self._done.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                code = await self.upstream.stop(self.options.shutdown_grace)
+                log.info("upstream exited with status %s", exit_status(code))
+        return self._exit_code
+
+    def _finish(self, code: int) -> None:
+        if not self._done.is_set():
+            self._exit_code = code
+            self._done.set()
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+            async for signum in signals:
+                log.warning("received %s: stopping the upstream server", signal.Signals(signum).name)
+                self._finish(128 + signum)
+                return
+
+    # --- client -> upstream ------------------------------------------------------------------------
+
+    async def _client_side(self) -> None:
+        try:
+            await read_lines(self.client_in, self._on_client_line, self.options.max_message_bytes)
+        except StreamClosed:
+            pass
+        log.info("client closed its input; %d request(s) still in flight", len(self.pending_requests))
+        await self._drain()
+
+    async def _drain(self) -> None:
+        """The client closed our stdin. Before closing the child's stdin (many servers cancel in-flight
+        work on EOF), wait until every forwarded request has been answered, within drain_timeout."""
+        self._draining = True
+        if self.pending_requests and not self._upstream_gone and not self.client_out.closed:
+            with anyio.move_on_after(self.options.drain_timeout):
+                await self._idle.wait()
+        if self.pending_requests and not self._upstream_gone:
+            await self._fail_pending(
+                wire.UPSTREAM_EXITED,
+                f"mcp-guard stopped waiting for the upstream server's answer "
+                f"{self.options.drain_timeout:g} s after the client closed its input",
+            )
+        self._finish(0 if not self._upstream_gone else self._exit_code)
+
+    async def _on_client_line(self, line: bytes | Oversized) -> None:
+        if isinstance(line, Oversized):
+            request_id = _id_from_head(line.head)
+            log.warning("refused a client message of %d bytes (limit %d)", line.size,
+                        self.options.max_message_bytes)
+            await self._to_client(wire.error_response(
+                request_id, wire.MESSAGE_TOO_LARGE,
+                f"message of {line.size} bytes exceeds mcp-guard's limit of "
+                f"{self.options.max_message_bytes} bytes (--max-message-bytes)"))
+            return
+        if not line.strip():
+            return
+        parsed = wire.parse(line, strict=True)
+        if isinstance(parsed, wire.Message):
+            if parsed.kind == "request":
+                await self._on_client_request(parsed)
+            elif parsed.kind == "notification":
+                await self._on_client_notification(parsed)
+            else:
+                await self._on_client_response(parsed)
+        elif isinstance(parsed, wire.Malformed):
+            log.warning("malformed message from the client: %s", parsed.reason)
+            await self._to_client(wire.error_response(
+                parsed.id if parsed.has_id else None, parsed.code, parsed.reason))
+        else:
+            await self._refuse_batch(parsed)
+
+    async def _refuse_batch(self, batch: wire.Batch) -> None:
+        # Batches were removed from MCP in 2025-06-18, and a batch is an easy place to hide a call: it is
+        # never forwarded. Each request in it gets its own error, so none is left without an answer.
+        reason = "JSON-RPC batches are not supported by mcp-guard; send each message on its own line"
+        log.warning("refused a JSON-RPC batch of %d item(s)", len(batch.items))
+        answers = [
+            wire.encode({"jsonrpc": "2.0", "id": item["id"],
+                         "error": {"code": wire.INVALID_REQUEST, "message": reason}})
+            for item in batch.items
+            if isinstance(item, dict) and "method" in item and wire.id_key(item.get("id")) is not None
+        ]
+        if answers:
+            await self._to_client(b"[" + b",".join(answers) + b"]")
+        else:
+            await self._to_client(wire.error_response(None, wire.INVALID_REQUEST, reason))
+
+    async def _on_client_request(self, msg: wire.Message) -> None:
+        assert msg.id_key is not None and msg.method is not None
+        if msg.id_key in self.pending_requests or msg.id_key.startswith(self._own_prefix):
+            await self._to_client(wire.error_response(
+                msg.id, wire.INVALID_REQUEST,
+                f"request id {msg.id!r} is already used by a request in flight"))
+            return
+        try:
+            action = self.interceptor.client_request(msg)
+        except Exception:
+            # Fail closed: when the guard cannot decide, the request does not reach the upstream.
+            log.exception("mcp-guard could not decide on %s; refusing it", msg.method)
+            await self._to_client(wire.error_response(
+                msg.id, wire.INTERNAL_ERROR, "mcp-guard could not decide on this request; it was not sent"))
+            return
+        if isinstance(action, Defer):
+            # Reserve the id so a second request with it is refused while the decision is pending.
+            self.pending_requests[msg.id_key] = Pending(msg.id, msg.method)
+            assert self._tg is not None
+            self._tg.start_soon(self._decide_later, msg, action)
+            return
+        await self._apply(msg, action)
+
+    async def _decide_later(self, msg: wire.Message, deferred: Defer) -> None:
+        assert msg.id_key is not None
+        try:
+            action: ClientAction = await deferred.decision()
+        except Exception:
+            log.exception("mcp-guard could not decide on %s; refusing it", msg.method)
+            action = Reply(wire.error_response(
+                msg.id, wire.INTERNAL_ERROR, "mcp-guard could not decide on this request; it was not sent"))
+        self.pending_requests.pop(msg.id_key, None)
+        await self._apply(msg, action)
+        self._check_idle()
+
+    async def _apply(self, msg: wire.Message, action: ClientAction) -> None:
+        assert msg.id_key is not None and msg.method is not None
+        if isinstance(action, Forward):
+            if self._upstream_gone:
+                await self._to_client(wire.error_response(
+                    msg.id, wire.UPSTREAM_EXITED, "the upstream server has exited"))
+                if action.watch is not None:
+                    self.interceptor.upstream_answer_lost(action.watch)
+                return
+            self.pending_requests[msg.id_key] = Pending(msg.id, msg.method, action.watch)
+            await self._to_upstream(action.replacement if action.replacement is not None else msg.raw)
+        elif isinstance(action, Reply):
+            await self._to_client(action.answer)
+        else:
+            log.warning("dropped request %s: %s", msg.method, getattr(action, "reason", ""))
+            await self._to_client(wire.error_response(msg.id, wire.INVALID_REQUEST, "request refused"))
+
+    async def _on_client_notification(self, msg: wire.Message) -> None:
+        try:
+            action = self.interceptor.client_notification(msg)
+        except Exception:
+            log.exception("mcp-guard could not decide on notification %s; dropping it", msg.method)
+            return
+        if isinstance(action, Forward):
+            await self._to_upstream(action.replacement if action.replacement is not None else msg.raw)
+        else:
+            log.warning("dropped a %s notification from the client: %s", msg.method, action.reason)
+
+    async def _on_client_response(self, msg: wire.Message) -> None:
+        own = self.own_requests.get(msg.id_key) if msg.id_key is not None else None
+        if own is not None:
+            own.answer = msg
+            own.done.set()
+            return
+        await self._to_upstream(msg.raw)
+
+    async def _to_upstream(self, line: bytes) -> None:
+        try:
+            await self.upstream_in.write_line(line)
+        except StreamClosed:
+            # The child stopped reading; its stdout EOF ends the session and answers what is pending.
+            log.info("the upstream server closed its input")
+
+    async def _to_client(self, line: bytes) -> None:
+        try:
+            await self.client_out.write_line(line)
+        except StreamClosed:
+            log.info("the client closed its output; ending the session")
+            self._finish(0)
+
+    # --- mcp-guard's own requests to the client -------------------------------------------------
+
+    async def request_client(self, method: str, params: dict[str, Any] | None,
+                             timeout: float) -> wire.Message | None:
+        """Send a request of mcp-guard's own to the client and wait for its answer (None on timeout).
+        The answer is consumed here and never forwarded to the upstream."""
+        self._own_counter += 1
+        request_id = f"{self._own_prefix}{self._own_counter}"
+        own = _OwnRequest()
+        self.own_requests[request_id] = own
+        try:
+            await self._to_client(wire.request(request_id, method, params))
+            with anyio.move_on_after(timeout):
+                await own.done.wait()
+            return own.answer
+        finally:
+            del self.own_requests[request_id]
+
+    # --- upstream -> client --------------------------------------------------------------------------
+
+    async def _upstream_side(self) -> None:
+        try:
+            await read_lines(self.upstream.stdout_fd, self._on_upstream_line, self.options.max_message_bytes)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._upstream_ended()
+
+    async def _upstream_ended(self) -> None:
+        if self._done.is_set():
+            return
+        self._upstream_gone = True
+        code = await self.upstream.wait(1.0)
+        if code is None:
+            what = "the upstream server closed its output"
+            status = 1
+        else:
+            status = exit_status(code)
+            what = f"the upstream server exited with status {status}"
+        if self.pending_requests:
+            log.warning("%s with %d request(s) unanswered", what, len(self.pending_requests))
+            await self._fail_pending(wire.UPSTREAM_EXITED, f"{what} before answering")
+        else:
+            log.warning("%s", what)
+        self._finish(status if status != 0 or self._draining else 1)
+
+    async def _fail_pending(self, code: int, message: str) -> None:
+        pending = list(self.pending_requests.values())
+        self.pending_requests.clear()
+        for entry in pending:
+            if entry.watch is not None:
+                self.interceptor.upstream_answer_lost(entry.watch)
+            await self._to_client(wire.error_response(entry.id, code, message))
+        self._check_idle()
+
+    def _check_idle(self) -> None:
+        if self._draining and not self.pending_requests:
+            self._idle.set()
+
+    async def _on_upstream_line(self, line: bytes | Oversized) -> None:
+        if isinstance(line, Oversized):
+            log.warning("dropped a message of %d bytes from the upstream (limit %d)", line.size,
+                        self.options.max_message_bytes)
+            await self._answer_lost(_id_from_head(line.head), wire.MESSAGE_TOO_LARGE,
+                                    f"the upstream server's answer of {line.size} bytes exceeds mcp-guard's "
+                                    f"limit of {self.options.max_message_bytes} bytes (--max-message-bytes)")
+            return
+        if not line.strip():
+            return
+        parsed = wire.parse(line, strict=False)
+        if not isinstance(parsed, wire.Message):
+            reason = parsed.reason if isinstance(parsed, wire.Malformed) else "a batch"
+            log.warning("dropped a malformed message from the upstream server (%s): %.200r", reason, line)
+            await self._answer_lost(_id_from_head(line[:512]), wire.INTERNAL_ERROR,
+                                    "the upstream server sent a malformed answer")
+            return
+        if parsed.kind != "response":
+            await self._to_client(line)
+            return
+        entry = self.pending_requests.pop(parsed.id_key, None) if parsed.id_key is not None else None
+        if entry is None:
+            # An answer to nothing we forwarded (a second answer, an id we never sent): passing it on
+            # could hand the client an unfiltered listing under a reused id.
+            log.warning("dropped an upstream answer with unknown id %.100r", parsed.id)
+            return
+        if entry.watch is None:
+            await self._to_client(line)
+        else:
+            try:
+                action = self.interceptor.upstream_answer(parsed, entry.watch)
+            except Exception:
+                log.exception("mcp-guard could not check the answer to %s; withholding it", entry.method)
+                action = Reply(wire.error_response(entry.id, wire.INTERNAL_ERROR,
+                                                   "mcp-guard could not check the upstream server's answer"))
+            if isinstance(action, Reply):
+                await self._to_client(action.answer)
+            else:
+                await self._to_client(action.replacement if action.replacement is not None else line)
+        self._check_idle()
+
+    async def _answer_lost(self, request_id: Any, code: int, message: str) -> None:
+        """An upstream line we could not pass on may have been the answer to a pending request: if its
+        head names one, the client gets an error for it instead of waiting for ever."""
+        key = wire.id_key(request_id)
+        entry = self.pending_requests.pop(key, None) if key is not None else None
+        if entry is None:
+            return
+        if entry.watch is not None:
+            self.interceptor.upstream_answer_lost(entry.watch)
+        await self._to_client(wire.error_response(entry.id, code, message))
+        self._check_idle()
+
+
+def _id_from_head(head: bytes) -> Any:
+    """Best effort: the id of a message we cannot parse whole, from its first bytes."""
+    match = _HEAD_ID.search(head)
+    if match is None:
+        return None
+    token = match.group(1)
+    if token.startswith(b'"'):
+        import json
+
+        try:
+            return json.loads(token)
+        except ValueError:
+            return None
+    value = int(token)
+    return value if not math.isnan(value) else None

@@ -1,0 +1,176 @@
+"""JSON-RPC on the wire: parsing lines into messages and building the answers mcp-guard writes itself.
+
+This is the only module that knows message shapes. It does no I/O. Parsing never raises: a bad line
+becomes a `Malformed` value that says why, because malformed input is a value, not an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+# Implementation-defined server errors (-32000 to -32099) that mcp-guard itself answers with.
+UPSTREAM_EXITED = -32001
+MESSAGE_TOO_LARGE = -32002
+GUARD_REFUSED = -32003
+
+Kind = Literal["request", "notification", "response"]
+
+
+@dataclass(slots=True)
+class Message:
+    """One parsed JSON-RPC message, with the exact bytes it arrived as (without the newline)."""
+
+    kind: Kind
+    raw: bytes
+    body: dict[str, Any]
+    method: str | None = None
+    id: Any = None
+    id_key: str | None = None
+
+    @property
+    def params(self) -> Any:
+        return self.body.get("params")
+
+
+@dataclass(slots=True)
+class Malformed:
+    """A line that is not a usable JSON-RPC message. `id` is the request id when one could be read."""
+
+    reason: str
+    code: int = PARSE_ERROR
+    id: Any = None
+    has_id: bool = False
+
+
+@dataclass(slots=True)
+class Batch:
+    """A JSON-RPC batch (a JSON array). MCP since 2025-06-18 has no batches; mcp-guard refuses them."""
+
+    items: list[Any] = field(default_factory=list)
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(f"duplicate key {key!r}")
+            seen.add(key)
+    return obj
+
+
+_strict_decoder = json.JSONDecoder(object_pairs_hook=_strict_object, parse_constant=_reject_constant)
+_plain_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def id_key(value: Any) -> str | None:
+    """The key a JSON-RPC id is matched by. SDK clients accept "5" as the answer to 5, so both map to
+    "5"; an integral float maps the same way. Returns None for a value that is not a usable id."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        return str(int(value)) if value.is_integer() else repr(value)
+    return None
+
+
+def _decode(line: bytes, strict: bool) -> Any:
+    if line.startswith(b"\xef\xbb\xbf"):
+        raise ValueError("a byte-order mark is not allowed in a JSON-RPC message")
+    text = line.decode("utf-8")  # raises UnicodeDecodeError, a ValueError, on invalid UTF-8
+    return (_strict_decoder if strict else _plain_decoder).decode(text)
+
+
+def parse(line: bytes, *, strict: bool = True) -> Message | Malformed | Batch:
+    """Parse one line. `strict` (used for everything the client sends) also refuses duplicate keys,
+    because another parser may keep the other value and so read another message than we did."""
+    try:
+        body = _decode(line, strict)
+    except _DuplicateKey as exc:
+        return Malformed(f"{exc}: the message is ambiguous", INVALID_REQUEST)
+    except RecursionError:
+        return Malformed("JSON nested too deeply")
+    except ValueError as exc:
+        return Malformed(f"not valid JSON ({_short(exc)})")
+    if isinstance(body, list):
+        return Batch(body)
+    return classify(body, line)
+
+
+def classify(body: Any, raw: bytes) -> Message | Malformed:
+    """Sort a decoded value into request, notification or response, refusing anything else."""
+    if not isinstance(body, dict):
+        return Malformed("a JSON-RPC message must be an object", INVALID_REQUEST)
+    has_id = "id" in body
+    msg_id = body.get("id")
+    key = id_key(msg_id) if has_id else None
+    if body.get("jsonrpc") != "2.0":
+        return Malformed('"jsonrpc" must be "2.0"', INVALID_REQUEST, msg_id if key else None, key is not None)
+    if "method" in body:
+        method = body["method"]
+        if not isinstance(method, str):
+            return Malformed('"method" must be a string', INVALID_REQUEST, msg_id if key else None, key is not None)
+        if "result" in body or "error" in body:
+            return Malformed("a request cannot carry a result or an error", INVALID_REQUEST,
+                             msg_id if key else None, key is not None)
+        if not has_id:
+            return Message("notification", raw, body, method)
+        if key is None:
+            return Malformed("a request id must be a string or a number", INVALID_REQUEST)
+        return Message("request", raw, body, method, msg_id, key)
+    if has_id and (("result" in body) != ("error" in body)):
+        if key is None and msg_id is not None:
+            return Malformed("a response id must be a string or a number", INVALID_REQUEST)
+        return Message("response", raw, body, None, msg_id, key)
+    return Malformed("neither a request, a notification nor a response", INVALID_REQUEST,
+                     msg_id if key else None, key is not None)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def encode(body: dict[str, Any]) -> bytes:
+    """Serialise a message mcp-guard builds or changes: compact, unicode kept as is."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+
+
+def error_response(request_id: Any, code: int, message: str, data: Any = None) -> bytes:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return encode({"jsonrpc": "2.0", "id": request_id, "error": error})
+
+
+def result_response(request_id: Any, result: dict[str, Any]) -> bytes:
+    return encode({"jsonrpc": "2.0", "id": request_id, "result": result})
+
+
+def request(request_id: Any, method: str, params: dict[str, Any] | None = None) -> bytes:
+    body: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+    if params is not None:
+        body["params"] = params
+    return encode(body)
