@@ -16,6 +16,7 @@ class AuditLog:
         self.path = path
         self._file: TextIO | None = None
         self.session = f"{os.getpid()}-{int(time.time())}"
+        self.enabled = bool(path)
         if path:
             # Line-buffered append: each record lands whole even if mcp-guard is killed afterwards.
             self._file = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115

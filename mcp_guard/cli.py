@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -87,7 +88,9 @@ def run(policy_path: str | None, audit_path: str | None, log_level: str, max_mes
         raise Failure(str(exc), exc.status) from None
     finally:
         audit.close()
-    sys.exit(status)
+    # A pump thread may still be blocked reading a client that never closed its end; do not wait for it.
+    sys.stderr.flush()
+    os._exit(status)
 
 
 @cli.command()

@@ -59,8 +59,15 @@ class SessionState:
 
     usage: dict[tuple[str, str], deque[tuple[float, float]]] = field(default_factory=dict)
 
-    def entries(self, rule: str, limit: str, now: float, window: float) -> list[tuple[float, float]]:
-        return [(t, a) for t, a in self.usage.get((rule, limit), ()) if now - t < window]
+    def entries(self, rule: str, limit: str, now: float, window: float) -> deque[tuple[float, float]]:
+        """The entries still inside the window, oldest first. Entries that have left it are forgotten
+        here (that changes no decision), so counting stays O(1) however high a limit is."""
+        queue = self.usage.get((rule, limit))
+        if queue is None:
+            return deque()
+        while queue and now - queue[0][0] >= window:
+            queue.popleft()
+        return queue
 
     def record(self, charges: tuple[Charge, ...], now: float, windows: dict[tuple[str, str], float]) -> None:
         for charge in charges:
@@ -183,7 +190,7 @@ def _cost(arguments: Any, pointer: str) -> float | str:
     return float(value)
 
 
-def _retry_after(used: list[tuple[float, float]], keep: int, now: float, window: float) -> float:
+def _retry_after(used: deque[tuple[float, float]], keep: int, now: float, window: float) -> float:
     """Seconds until enough of the oldest entries leave the window that only `keep` remain."""
     times = sorted(t for t, _ in used)
     index = len(times) - keep - 1
@@ -192,7 +199,7 @@ def _retry_after(used: list[tuple[float, float]], keep: int, now: float, window:
     return max(0.0, times[index] + window - now)
 
 
-def _budget_retry_after(used: list[tuple[float, float]], room: float, now: float, window: float) -> float:
+def _budget_retry_after(used: deque[tuple[float, float]], room: float, now: float, window: float) -> float:
     entries = sorted(used)
     spent = sum(a for _, a in entries)
     for t, amount in entries:

@@ -111,8 +111,9 @@ class Guard:
                                              "Invalid params: tools/call \"arguments\" must be an object"))
         now = self.clock()
         decision = decide(self.policy, ToolCall(name, arguments), self.state, now)
-        self.audit.record("call", request_id=msg.id, tool=name, **decision.as_record(),
-                          argument_keys=sorted(arguments) if arguments else [])
+        if self.audit.enabled:
+            self.audit.record("call", request_id=msg.id, tool=name, **decision.as_record(),
+                              argument_keys=sorted(arguments) if arguments else [])
         if decision.allowed:
             if decision.charges:
                 self.state.record(decision.charges, now, self._windows)
@@ -169,7 +170,7 @@ class Guard:
         kept = [tool for tool in tools if visible(self.policy, tool["name"])]
         if len(kept) == len(tools):
             return Forward()
-        hidden = [tool["name"] for tool in tools if tool not in kept]
+        hidden = [tool["name"] for tool in tools if not visible(self.policy, tool["name"])]
         self.audit.record("list", request_id=msg.id, hidden=hidden, shown=len(kept))
         assert isinstance(result, dict)
         result["tools"] = kept

@@ -7,7 +7,9 @@ can be found) and the problem, so `mcp-guard run` can stop with exit status 2 be
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 from dataclasses import dataclass, field
 from fnmatch import translate
 from importlib import resources
@@ -76,6 +78,7 @@ class Policy:
     _exact: dict[str, tuple[Rule, ...]] = field(default_factory=dict, repr=False, compare=False)
     _globs: tuple[tuple[Rule, re.Pattern[str]], ...] = field(default=(), repr=False, compare=False)
     _validators: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _matches: dict[str, tuple[Rule, ...]] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def build(cls, source: str, default: Action = "allow", rules: tuple[Rule, ...] = (),
@@ -90,12 +93,18 @@ class Policy:
         return cls(source, default, default_reason, description, rules, raw,
                    {k: tuple(v) for k, v in exact.items()}, tuple(globs))
 
-    def matching_rules(self, name: str) -> list[Rule]:
+    def matching_rules(self, name: str) -> tuple[Rule, ...]:
         """Every rule whose key matches `name`, most decisive first (the precedence order)."""
+        cached = self._matches.get(name)
+        if cached is not None:
+            return cached
         found = list(self._exact.get(name, ()))
         found += [rule for rule, pattern in self._globs if pattern.fullmatch(name)]
         found.sort(key=precedence, reverse=True)
-        return found
+        result = tuple(found)
+        if len(self._matches) < 4096:  # a bound, so an agent inventing names cannot grow it for ever
+            self._matches[name] = result
+        return result
 
     def validator(self, rule: Rule) -> Any:
         """The compiled argument validator of a rule (built once, on first use)."""
@@ -147,8 +156,48 @@ def load(path: str | Path) -> Policy:
 
 def loads(text: str, file: str = "<policy>") -> Policy:
     data = _parse(text, file)
-    _validate(data, text, file)
+    _validate_isolated(data, text, file)
     return _build(data, text, file)
+
+
+def _validate_all(data: Any, text: str, file: str) -> None:
+    _validate(data, text, file)
+    for key, spec in (data.get("rules") or {}).items():
+        if spec.get("arguments") is not None:
+            _check_argument_schema(spec["arguments"], file, text, key)
+
+
+def _validate_isolated(data: Any, text: str, file: str) -> None:
+    """Validate in a forked child when jsonschema is not loaded yet: importing it costs ~15 MiB that a
+    proxy whose policy constrains no arguments never needs again (docs/performance.md)."""
+    if "jsonschema" in sys.modules or not hasattr(os, "fork"):
+        _validate_all(data, text, file)
+        return
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: validate, report, leave without running any cleanup of the parent's
+        os.close(read_end)
+        try:
+            _validate_all(data, text, file)
+            report: dict[str, Any] = {"ok": True}
+        except PolicyError as exc:
+            report = {"ok": False, "problem": exc.problem, "place": exc.place, "line": exc.line}
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails closed
+            report = {"ok": False, "problem": f"could not be validated: {exc!r}", "place": None, "line": None}
+        with os.fdopen(write_end, "wb") as out:
+            out.write(json.dumps(report).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as inp:
+        raw = inp.read()
+    os.waitpid(pid, 0)
+    try:
+        report = json.loads(raw)
+    except ValueError:
+        report = {"ok": False, "problem": "could not be validated (the validator crashed)", "place": None,
+                  "line": None}
+    if not report.get("ok"):
+        raise PolicyError(file, report["problem"], report.get("place"), report.get("line"))
 
 
 def _duplicate_checked(file: str) -> Any:
@@ -244,8 +293,6 @@ def _build(data: dict[str, Any], text: str, file: str) -> Policy:
     rules: list[Rule] = []
     for key, spec in (data.get("rules") or {}).items():
         arguments = spec.get("arguments")
-        if arguments is not None:
-            _check_argument_schema(arguments, file, text, key)
         rate = spec.get("rate_limit")
         budget = spec.get("budget")
         rules.append(Rule(

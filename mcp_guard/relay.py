@@ -7,6 +7,10 @@ to requests; they too pass through byte for byte unless the interceptor asked to
 mcp-guard can also speak for itself: answer a client request (a refusal), and send its own requests to
 the client (ids that carry a per-process random nonce, so they never collide with the upstream's),
 whose answers it consumes instead of forwarding.
+
+Each direction is a blocking loop in an anyio worker thread (read a batch of lines, handle them under
+one lock, write what they produced outside it), so a peer that does not read blocks only its own
+direction. The event loop keeps what is not per-message: signals, timeouts, shutdown, deferred decisions.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import math
 import re
 import secrets
 import signal
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -24,7 +29,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from . import wire
-from .streams import LineWriter, Oversized, StreamClosed, read_lines
+from .streams import LineWriter, Oversized, ReadDone, StreamClosed, iter_lines
 from .upstream import Upstream, exit_status
 
 log = logging.getLogger("mcp_guard")
@@ -115,6 +120,9 @@ class _OwnRequest:
     answer: wire.Message | None = None
 
 
+# Above this size an upstream answer that nothing needs to inspect is passed on by its id alone.
+LARGE_ANSWER_BYTES = 1024 * 1024
+
 _HEAD_ID = re.compile(rb'"id"\s*:\s*("(?:[^"\\]|\\.){0,200}"|-?\d{1,40})')
 
 
@@ -138,17 +146,20 @@ class Relay:
         self._own_prefix = f"mcp-guard-{secrets.token_hex(8)}-"
         self._own_counter = 0
         self._draining = False
-        self._idle = anyio.Event()
         self._done = anyio.Event()
         self._upstream_gone = False
         self._exit_code = 0
         self._tg: TaskGroup | None = None
+        # Guards the pending tables and the interceptor; held for microseconds, never across I/O.
+        self._lock = threading.Lock()
+        self._outbox = threading.local()
 
     # --- running ---------------------------------------------------------------------------------
 
     async def run(self) -> int:
         """Relay until the session ends; returns mcp-guard's exit status. The child is stopped on
-        every path out of here, cancellation included."""
+        every path out of here, cancellation included. A pump thread blocked on a read of a peer that
+        is gone is abandoned: the caller ends the process."""
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -175,13 +186,66 @@ class Relay:
                 self._finish(128 + signum)
                 return
 
+    # --- the pumps (worker threads) ----------------------------------------------------------------
+
+    def _pump(self, fd: int, on_line: Callable[[bytes | Oversized], None]) -> None:
+        outbox = self._outbox
+        outbox.client, outbox.upstream, outbox.deferred = [], [], []
+        for item in iter_lines(fd, self.options.max_message_bytes):
+            if isinstance(item, ReadDone):
+                self._write_outbox()
+                continue
+            with self._lock:
+                on_line(item)
+        self._write_outbox()
+
+    def _write_outbox(self) -> None:
+        outbox = self._outbox
+        if outbox.upstream:
+            lines, outbox.upstream = outbox.upstream, []
+            try:
+                self.upstream_in.write_lines(lines)
+            except StreamClosed:
+                # The child stopped reading; its stdout EOF ends the session and answers what is pending.
+                log.info("the upstream server closed its input")
+        if outbox.client:
+            lines, outbox.client = outbox.client, []
+            try:
+                self.client_out.write_lines(lines)
+            except StreamClosed:
+                log.info("the client closed its output; ending the session")
+                anyio.from_thread.run_sync(self._finish, 0)
+        if outbox.deferred:
+            deferred, outbox.deferred = outbox.deferred, []
+            for msg, action in deferred:
+                assert self._tg is not None
+                anyio.from_thread.run_sync(self._tg.start_soon, self._decide_later, msg, action)
+
+    def _to_upstream(self, line: bytes) -> None:
+        self._outbox.upstream.append(line)
+
+    def _to_client(self, line: bytes) -> None:
+        self._outbox.client.append(line)
+
+    async def _write_from_loop(self) -> None:
+        """Write what a handler run on the event loop's thread produced, without blocking the loop."""
+        await anyio.to_thread.run_sync(self._write_outbox_of, self._take_outbox())
+
+    def _take_outbox(self) -> tuple[list[bytes], list[bytes]]:
+        outbox = self._outbox
+        taken = (getattr(outbox, "client", []), getattr(outbox, "upstream", []))
+        outbox.client, outbox.upstream, outbox.deferred = [], [], []
+        return taken
+
+    def _write_outbox_of(self, taken: tuple[list[bytes], list[bytes]]) -> None:
+        self._outbox.client, self._outbox.upstream, self._outbox.deferred = taken[0], taken[1], []
+        self._write_outbox()
+
     # --- client -> upstream ------------------------------------------------------------------------
 
     async def _client_side(self) -> None:
-        try:
-            await read_lines(self.client_in, self._on_client_line, self.options.max_message_bytes)
-        except StreamClosed:
-            pass
+        await anyio.to_thread.run_sync(self._pump, self.client_in, self._on_client_line,
+                                       abandon_on_cancel=True)
         log.info("client closed its input; %d request(s) still in flight", len(self.pending_requests))
         await self._drain()
 
@@ -189,23 +253,25 @@ class Relay:
         """The client closed our stdin. Before closing the child's stdin (many servers cancel in-flight
         work on EOF), wait until every forwarded request has been answered, within drain_timeout."""
         self._draining = True
-        if self.pending_requests and not self._upstream_gone and not self.client_out.closed:
-            with anyio.move_on_after(self.options.drain_timeout):
-                await self._idle.wait()
+        with anyio.move_on_after(self.options.drain_timeout):
+            while self.pending_requests and not self._upstream_gone and not self.client_out.closed:
+                await anyio.sleep(0.005)
         if self.pending_requests and not self._upstream_gone:
-            await self._fail_pending(
-                wire.UPSTREAM_EXITED,
-                f"mcp-guard stopped waiting for the upstream server's answer "
-                f"{self.options.drain_timeout:g} s after the client closed its input",
-            )
+            with self._lock:
+                self._fail_pending(
+                    wire.UPSTREAM_EXITED,
+                    f"mcp-guard stopped waiting for the upstream server's answer "
+                    f"{self.options.drain_timeout:g} s after the client closed its input",
+                )
+            await self._write_from_loop()
         self._finish(0 if not self._upstream_gone else self._exit_code)
 
-    async def _on_client_line(self, line: bytes | Oversized) -> None:
+    def _on_client_line(self, line: bytes | Oversized) -> None:
         if isinstance(line, Oversized):
             request_id = _id_from_head(line.head)
             log.warning("refused a client message of %d bytes (limit %d)", line.size,
                         self.options.max_message_bytes)
-            await self._to_client(wire.error_response(
+            self._to_client(wire.error_response(
                 request_id, wire.MESSAGE_TOO_LARGE,
                 f"message of {line.size} bytes exceeds mcp-guard's limit of "
                 f"{self.options.max_message_bytes} bytes (--max-message-bytes)"))
@@ -215,19 +281,19 @@ class Relay:
         parsed = wire.parse(line, strict=True)
         if isinstance(parsed, wire.Message):
             if parsed.kind == "request":
-                await self._on_client_request(parsed)
+                self._on_client_request(parsed)
             elif parsed.kind == "notification":
-                await self._on_client_notification(parsed)
+                self._on_client_notification(parsed)
             else:
-                await self._on_client_response(parsed)
+                self._on_client_response(parsed)
         elif isinstance(parsed, wire.Malformed):
             log.warning("malformed message from the client: %s", parsed.reason)
-            await self._to_client(wire.error_response(
+            self._to_client(wire.error_response(
                 parsed.id if parsed.has_id else None, parsed.code, parsed.reason))
         else:
-            await self._refuse_batch(parsed)
+            self._refuse_batch(parsed)
 
-    async def _refuse_batch(self, batch: wire.Batch) -> None:
+    def _refuse_batch(self, batch: wire.Batch) -> None:
         # Batches were removed from MCP in 2025-06-18, and a batch is an easy place to hide a call: it is
         # never forwarded. Each request in it gets its own error, so none is left without an answer.
         reason = "JSON-RPC batches are not supported by mcp-guard; send each message on its own line"
@@ -239,14 +305,14 @@ class Relay:
             if isinstance(item, dict) and "method" in item and wire.id_key(item.get("id")) is not None
         ]
         if answers:
-            await self._to_client(b"[" + b",".join(answers) + b"]")
+            self._to_client(b"[" + b",".join(answers) + b"]")
         else:
-            await self._to_client(wire.error_response(None, wire.INVALID_REQUEST, reason))
+            self._to_client(wire.error_response(None, wire.INVALID_REQUEST, reason))
 
-    async def _on_client_request(self, msg: wire.Message) -> None:
+    def _on_client_request(self, msg: wire.Message) -> None:
         assert msg.id_key is not None and msg.method is not None
         if msg.id_key in self.pending_requests or msg.id_key.startswith(self._own_prefix):
-            await self._to_client(wire.error_response(
+            self._to_client(wire.error_response(
                 msg.id, wire.INVALID_REQUEST,
                 f"request id {msg.id!r} is already used by a request in flight"))
             return
@@ -255,16 +321,15 @@ class Relay:
         except Exception:
             # Fail closed: when the guard cannot decide, the request does not reach the upstream.
             log.exception("mcp-guard could not decide on %s; refusing it", msg.method)
-            await self._to_client(wire.error_response(
+            self._to_client(wire.error_response(
                 msg.id, wire.INTERNAL_ERROR, "mcp-guard could not decide on this request; it was not sent"))
             return
         if isinstance(action, Defer):
             # Reserve the id so a second request with it is refused while the decision is pending.
             self.pending_requests[msg.id_key] = Pending(msg.id, msg.method)
-            assert self._tg is not None
-            self._tg.start_soon(self._decide_later, msg, action)
+            self._outbox.deferred.append((msg, action))
             return
-        await self._apply(msg, action)
+        self._apply(msg, action)
 
     async def _decide_later(self, msg: wire.Message, deferred: Defer) -> None:
         assert msg.id_key is not None
@@ -274,59 +339,46 @@ class Relay:
             log.exception("mcp-guard could not decide on %s; refusing it", msg.method)
             action = Reply(wire.error_response(
                 msg.id, wire.INTERNAL_ERROR, "mcp-guard could not decide on this request; it was not sent"))
-        self.pending_requests.pop(msg.id_key, None)
-        await self._apply(msg, action)
-        self._check_idle()
+        with self._lock:
+            self.pending_requests.pop(msg.id_key, None)
+            self._apply(msg, action)
+        await self._write_from_loop()
 
-    async def _apply(self, msg: wire.Message, action: ClientAction) -> None:
+    def _apply(self, msg: wire.Message, action: ClientAction) -> None:
         assert msg.id_key is not None and msg.method is not None
         if isinstance(action, Forward):
             if self._upstream_gone:
-                await self._to_client(wire.error_response(
+                self._to_client(wire.error_response(
                     msg.id, wire.UPSTREAM_EXITED, "the upstream server has exited"))
                 if action.watch is not None:
                     self.interceptor.upstream_answer_lost(action.watch)
                 return
             self.pending_requests[msg.id_key] = Pending(msg.id, msg.method, action.watch)
-            await self._to_upstream(action.replacement if action.replacement is not None else msg.raw)
+            self._to_upstream(action.replacement if action.replacement is not None else msg.raw)
         elif isinstance(action, Reply):
-            await self._to_client(action.answer)
+            self._to_client(action.answer)
         else:
             log.warning("dropped request %s: %s", msg.method, getattr(action, "reason", ""))
-            await self._to_client(wire.error_response(msg.id, wire.INVALID_REQUEST, "request refused"))
+            self._to_client(wire.error_response(msg.id, wire.INVALID_REQUEST, "request refused"))
 
-    async def _on_client_notification(self, msg: wire.Message) -> None:
+    def _on_client_notification(self, msg: wire.Message) -> None:
         try:
             action = self.interceptor.client_notification(msg)
         except Exception:
             log.exception("mcp-guard could not decide on notification %s; dropping it", msg.method)
             return
         if isinstance(action, Forward):
-            await self._to_upstream(action.replacement if action.replacement is not None else msg.raw)
+            self._to_upstream(action.replacement if action.replacement is not None else msg.raw)
         else:
             log.warning("dropped a %s notification from the client: %s", msg.method, action.reason)
 
-    async def _on_client_response(self, msg: wire.Message) -> None:
+    def _on_client_response(self, msg: wire.Message) -> None:
         own = self.own_requests.get(msg.id_key) if msg.id_key is not None else None
         if own is not None:
             own.answer = msg
             own.done.set()
             return
-        await self._to_upstream(msg.raw)
-
-    async def _to_upstream(self, line: bytes) -> None:
-        try:
-            await self.upstream_in.write_line(line)
-        except StreamClosed:
-            # The child stopped reading; its stdout EOF ends the session and answers what is pending.
-            log.info("the upstream server closed its input")
-
-    async def _to_client(self, line: bytes) -> None:
-        try:
-            await self.client_out.write_line(line)
-        except StreamClosed:
-            log.info("the client closed its output; ending the session")
-            self._finish(0)
+        self._to_upstream(msg.raw)
 
     # --- mcp-guard's own requests to the client -------------------------------------------------
 
@@ -339,7 +391,8 @@ class Relay:
         own = _OwnRequest()
         self.own_requests[request_id] = own
         try:
-            await self._to_client(wire.request(request_id, method, params))
+            self._to_client(wire.request(request_id, method, params))
+            await self._write_from_loop()
             with anyio.move_on_after(timeout):
                 await own.done.wait()
             return own.answer
@@ -350,7 +403,8 @@ class Relay:
 
     async def _upstream_side(self) -> None:
         try:
-            await read_lines(self.upstream.stdout_fd, self._on_upstream_line, self.options.max_message_bytes)
+            await anyio.to_thread.run_sync(self._pump, self.upstream.stdout_fd, self._on_upstream_line,
+                                           abandon_on_cancel=True)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._upstream_ended()
@@ -368,43 +422,51 @@ class Relay:
             what = f"the upstream server exited with status {status}"
         if self.pending_requests:
             log.warning("%s with %d request(s) unanswered", what, len(self.pending_requests))
-            await self._fail_pending(wire.UPSTREAM_EXITED, f"{what} before answering")
+            with self._lock:
+                self._fail_pending(wire.UPSTREAM_EXITED, f"{what} before answering")
+            await self._write_from_loop()
         else:
             log.warning("%s", what)
         self._finish(status if status != 0 or self._draining else 1)
 
-    async def _fail_pending(self, code: int, message: str) -> None:
+    def _fail_pending(self, code: int, message: str) -> None:
         pending = list(self.pending_requests.values())
         self.pending_requests.clear()
         for entry in pending:
             if entry.watch is not None:
                 self.interceptor.upstream_answer_lost(entry.watch)
-            await self._to_client(wire.error_response(entry.id, code, message))
-        self._check_idle()
+            self._to_client(wire.error_response(entry.id, code, message))
 
-    def _check_idle(self) -> None:
-        if self._draining and not self.pending_requests:
-            self._idle.set()
-
-    async def _on_upstream_line(self, line: bytes | Oversized) -> None:
+    def _on_upstream_line(self, line: bytes | Oversized) -> None:
         if isinstance(line, Oversized):
             log.warning("dropped a message of %d bytes from the upstream (limit %d)", line.size,
                         self.options.max_message_bytes)
-            await self._answer_lost(_id_from_head(line.head), wire.MESSAGE_TOO_LARGE,
+            self._answer_lost(_id_from_head(line.head), wire.MESSAGE_TOO_LARGE,
                                     f"the upstream server's answer of {line.size} bytes exceeds mcp-guard's "
                                     f"limit of {self.options.max_message_bytes} bytes (--max-message-bytes)")
             return
+        if len(line) > LARGE_ANSWER_BYTES and not any(p.watch is not None for p in self.pending_requests.values()):
+            # Decoding a multi-megabyte answer costs more time and memory than the rest of the relay;
+            # when no pending request needs inspecting, its id is all that is needed.
+            head = wire.response_id(line)
+            if head is not None:
+                key = wire.id_key(head[0])
+                if key is not None and self.pending_requests.pop(key, None) is not None:
+                    self._to_client(line)
+                else:
+                    log.warning("dropped an upstream answer with unknown id %.100r", head[0])
+                return
         if not line.strip():
             return
         parsed = wire.parse(line, strict=False)
         if not isinstance(parsed, wire.Message):
             reason = parsed.reason if isinstance(parsed, wire.Malformed) else "a batch"
             log.warning("dropped a malformed message from the upstream server (%s): %.200r", reason, line)
-            await self._answer_lost(_id_from_head(line[:512]), wire.INTERNAL_ERROR,
+            self._answer_lost(_id_from_head(line[:512]), wire.INTERNAL_ERROR,
                                     "the upstream server sent a malformed answer")
             return
         if parsed.kind != "response":
-            await self._to_client(line)
+            self._to_client(line)
             return
         entry = self.pending_requests.pop(parsed.id_key, None) if parsed.id_key is not None else None
         if entry is None:
@@ -413,7 +475,7 @@ class Relay:
             log.warning("dropped an upstream answer with unknown id %.100r", parsed.id)
             return
         if entry.watch is None:
-            await self._to_client(line)
+            self._to_client(line)
         else:
             try:
                 action = self.interceptor.upstream_answer(parsed, entry.watch)
@@ -422,12 +484,11 @@ class Relay:
                 action = Reply(wire.error_response(entry.id, wire.INTERNAL_ERROR,
                                                    "mcp-guard could not check the upstream server's answer"))
             if isinstance(action, Reply):
-                await self._to_client(action.answer)
+                self._to_client(action.answer)
             else:
-                await self._to_client(action.replacement if action.replacement is not None else line)
-        self._check_idle()
+                self._to_client(action.replacement if action.replacement is not None else line)
 
-    async def _answer_lost(self, request_id: Any, code: int, message: str) -> None:
+    def _answer_lost(self, request_id: Any, code: int, message: str) -> None:
         """An upstream line we could not pass on may have been the answer to a pending request: if its
         head names one, the client gets an error for it instead of waiting for ever."""
         key = wire.id_key(request_id)
@@ -436,8 +497,7 @@ class Relay:
             return
         if entry.watch is not None:
             self.interceptor.upstream_answer_lost(entry.watch)
-        await self._to_client(wire.error_response(entry.id, code, message))
-        self._check_idle()
+        self._to_client(wire.error_response(entry.id, code, message))
 
 
 def _id_from_head(head: bytes) -> Any:

@@ -1,9 +1,9 @@
-"""Newline-delimited framing over raw file descriptors, driven by anyio.
+"""Newline-delimited framing over raw file descriptors, with blocking system calls.
 
-Measured, not guessed: anyio's process and file streams cost a thread hop or an asyncio StreamReader per
-message. Non-blocking file descriptors with `anyio.wait_readable`/`wait_writable` keep the pass-through
-path at one read and one write system call per message, and never block the event loop, so one
-direction can never hold up the other.
+Measured, not guessed (docs/performance.md): each direction of the relay is one blocking loop in a worker
+thread (read, decide, write), which is what a stdio relay in Python does fastest. The asyncio
+alternatives (anyio process streams, or non-blocking descriptors with anyio.wait_readable) cost two
+event-loop turns per message and missed the latency bar by a wide margin.
 """
 
 from __future__ import annotations
@@ -11,11 +11,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import stat
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
-
-import anyio
 
 _SMALL_READ = 64 * 1024
 _LARGE_READ = 1024 * 1024
@@ -23,7 +21,7 @@ _HEAD_BYTES = 512
 
 
 class StreamClosed(Exception):
-    """The other end of a file descriptor went away (EOF on write, EPIPE)."""
+    """The other end of a file descriptor went away (EPIPE on write)."""
 
 
 @dataclass(slots=True)
@@ -35,47 +33,11 @@ class Oversized:
     head: bytes
 
 
-def open_nonblocking(fd: int) -> tuple[int, Callable[[], None]]:
-    """Return a non-blocking descriptor for `fd` and a function that undoes what was done.
-
-    Our stdin/stdout may be shared with the process that started us (a shell, a terminal), and
-    O_NONBLOCK lives on the shared open file description. So for a pipe we open a fresh description of
-    the same pipe through /proc; elsewhere we set the flag and restore it at exit.
-    """
-    try:
-        mode = os.fstat(fd).st_mode
-    except OSError:
-        return fd, lambda: None
-    if stat.S_ISFIFO(mode):
-        flags = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
-        try:
-            new_fd = os.open(f"/proc/self/fd/{fd}", flags | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            pass
-        else:
-            return new_fd, lambda: _close_quietly(new_fd)
-    old = fcntl.fcntl(fd, fcntl.F_GETFL)
-    if not old & os.O_NONBLOCK:
-        fcntl.fcntl(fd, fcntl.F_SETFL, old | os.O_NONBLOCK)
-    return fd, lambda: _restore_flags(fd, old)
+class ReadDone:
+    """Yielded after the lines of one read: the moment to write out what they produced."""
 
 
-def _restore_flags(fd: int, flags: int) -> None:
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags)
-    except OSError:
-        pass
-
-
-def _close_quietly(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
-
-
-def set_nonblocking(fd: int) -> None:
-    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+READ_DONE = ReadDone()
 
 
 def grow_pipe(fd: int, size: int = 1024 * 1024) -> None:
@@ -87,37 +49,34 @@ def grow_pipe(fd: int, size: int = 1024 * 1024) -> None:
         pass
 
 
-async def _read_some(fd: int, size: int) -> bytes:
+def _read_some(fd: int, size: int) -> bytes:
     while True:
         try:
             return os.read(fd, size)
-        except BlockingIOError:
-            await anyio.wait_readable(fd)
         except InterruptedError:
             continue
+        except BlockingIOError:
+            # Someone handed us a non-blocking descriptor: wait for it the plain way.
+            import select
+
+            select.select([fd], [], [])
         except OSError as exc:
             if exc.errno in (errno.EIO, errno.ECONNRESET, errno.EBADF):
                 return b""
             raise
 
 
-async def read_lines(
-    fd: int,
-    on_line: Callable[[bytes | Oversized], Awaitable[None]],
-    max_line: int,
-) -> None:
-    """Call `on_line` for every newline-terminated line read from non-blocking `fd`, until EOF.
-
-    A final line without a newline is delivered too. There is no limit on line length below
-    `max_line`; longer lines arrive as `Oversized`.
-    """
+def iter_lines(fd: int, max_line: int) -> Iterator[bytes | Oversized | ReadDone]:
+    """Every newline-terminated line read from `fd` until EOF, with READ_DONE after the lines of each
+    read (so the caller writes them out in one system call). A final line without a newline counts
+    too. No limit on line length below `max_line`; longer lines come as `Oversized`."""
     parts: list[bytes] = []
     parts_len = 0
     skipping = False
     skipped = 0
     head = b""
     while True:
-        data = await _read_some(fd, _LARGE_READ if parts_len > _SMALL_READ else _SMALL_READ)
+        data = _read_some(fd, _LARGE_READ if parts_len > _SMALL_READ else _SMALL_READ)
         if not data:
             break
         start = 0
@@ -142,7 +101,7 @@ async def read_lines(
             if skipping:
                 size = skipped + len(piece)
                 skipping, skipped = False, 0
-                await on_line(Oversized(size, head))
+                yield Oversized(size, head)
                 continue
             if parts:
                 parts.append(piece)
@@ -151,49 +110,50 @@ async def read_lines(
             else:
                 line = piece
             if len(line) > max_line:
-                await on_line(Oversized(len(line), line[:_HEAD_BYTES]))
+                yield Oversized(len(line), line[:_HEAD_BYTES])
             else:
-                await on_line(line)
+                yield line
+        del data
+        yield READ_DONE
     if skipping:
-        await on_line(Oversized(skipped, head))
+        yield Oversized(skipped, head)
     elif parts:
-        await on_line(b"".join(parts))
+        yield b"".join(parts)
+    yield READ_DONE
 
 
 class LineWriter:
-    """Writes whole lines to a non-blocking descriptor. Several tasks may write (relayed messages and
-    mcp-guard's own answers share the client's stdout), so a line is never interleaved with another."""
+    """Writes whole lines to a descriptor. Several threads may write to one (the client's stdout gets
+    relayed answers and mcp-guard's own); a lock keeps every batch of lines whole and in order."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.closed = False
-        self._lock = anyio.Lock(fast_acquire=True)
+        self._lock = threading.Lock()
 
-    async def write_line(self, line: bytes) -> None:
+    def write_lines(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
         if self.closed:
             raise StreamClosed
-        async with self._lock:
+        if len(lines) == 1:
+            buffers: tuple[bytes, ...] = (lines[0], b"\n")
+        else:
+            lines.append(b"")
+            buffers = (b"\n".join(lines),)
+        total = sum(len(b) for b in buffers)
+        with self._lock:
             try:
-                written = os.writev(self.fd, (line, b"\n"))
-            except BlockingIOError:
-                written = 0
+                written = os.writev(self.fd, buffers)
+                if written < total:
+                    view = memoryview(b"".join(buffers))[written:]
+                    while view:
+                        view = view[os.write(self.fd, view):]
             except (BrokenPipeError, ConnectionResetError) as exc:
                 self.closed = True
                 raise StreamClosed from exc
-            total = len(line) + 1
-            if written < total:
-                await self._write_rest(memoryview(line + b"\n")[written:])
-
-    async def _write_rest(self, view: memoryview) -> None:
-        while view:
-            try:
-                n = os.write(self.fd, view)
-            except BlockingIOError:
-                await anyio.wait_writable(self.fd)
-                continue
-            except InterruptedError:
-                continue
-            except (BrokenPipeError, ConnectionResetError) as exc:
-                self.closed = True
-                raise StreamClosed from exc
-            view = view[n:]
+            except OSError as exc:
+                if exc.errno in (errno.EBADF, errno.EINVAL):
+                    self.closed = True
+                    raise StreamClosed from exc
+                raise

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from .streams import grow_pipe, set_nonblocking
+from .streams import grow_pipe
 
 
 class StartError(Exception):
@@ -83,8 +83,6 @@ class Upstream:
             raise StartError(f"cannot start {program}: {exc.strerror or exc}", 126) from None
         assert process.stdin is not None and process.stdout is not None
         stdin_fd, stdout_fd = process.stdin.fileno(), process.stdout.fileno()
-        set_nonblocking(stdin_fd)
-        set_nonblocking(stdout_fd)
         grow_pipe(stdout_fd)
         grow_pipe(stdin_fd)
         return cls(process, stdin_fd, stdout_fd, command)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -146,6 +147,25 @@ def classify(body: Any, raw: bytes) -> Message | Malformed:
         return Message("response", raw, body, None, msg_id, key)
     return Malformed("neither a request, a notification nor a response", INVALID_REQUEST,
                      msg_id if key else None, key is not None)
+
+
+_RESPONSE_HEAD = re.compile(
+    rb'\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*(-?(?:0|[1-9]\d{0,30})|"(?:[^"\\]|\\.){0,256}")'
+    rb'\s*,\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"(?:result|error)"\s*:')
+
+
+def response_id(line: bytes) -> tuple[Any] | None:
+    """The id of a response, read from its first bytes alone, or None when the line does not start
+    like a response. This lets a multi-megabyte answer that nothing needs to inspect pass without being
+    decoded: the keys before "result" are structurally certain, whatever the rest holds."""
+    match = _RESPONSE_HEAD.match(line)
+    if match is None or not line.rstrip().endswith(b"}"):
+        return None
+    token = match.group(1)
+    try:
+        return (json.loads(token),)
+    except ValueError:
+        return None
 
 
 def _short(exc: BaseException) -> str:
