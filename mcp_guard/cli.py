@@ -122,15 +122,15 @@ def check(policy_file: str, command: tuple[str, ...], timeout: float) -> None:
     for finding in findings:
         click.echo(f"{policy_file}: warning: {finding}")
     if tools is not None:
-        from .engine import ToolCall, decide, visible
         from .engine import SessionState as _State
+        from .engine import ToolCall, decide, visible
 
         shown = [tool["name"] for tool in tools if visible(policy, tool["name"])]
         click.echo(f"The server offers {len(tools)} tool(s); the agent will see {len(shown)}:")
         for tool in tools:
             name = tool["name"]
             decision = decide(policy, ToolCall(name, {}), _State(), 0.0)
-            label = "hidden" if decision.action == "hide" else decision.action
+            label: str = "hidden" if decision.action == "hide" else decision.action
             if decision.action == "allow" and (decision.charges or _rule_has_limits(policy, decision.rule)):
                 label = "allow (limited)"
             click.echo(f"  {label:<18} {name}  [{decision.rule or 'default'}]")

@@ -87,7 +87,7 @@ def list_tools(command: list[str], timeout: float) -> list[dict[str, Any]]:
         tools: list[dict[str, Any]] = []
         cursor = None
         for request_id in range(2, 1000):
-            params = {"cursor": cursor} if cursor else {}
+            params: dict[str, Any] = {"cursor": cursor} if cursor else {}
             send({"jsonrpc": "2.0", "id": request_id, "method": "tools/list", "params": params})
             result = answer(request_id)
             page = result.get("tools")

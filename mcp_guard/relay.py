@@ -160,6 +160,7 @@ class Relay:
         """Relay until the session ends; returns mcp-guard's exit status. The child is stopped on
         every path out of here, cancellation included. A pump thread blocked on a read of a peer that
         is gone is abandoned: the caller ends the process."""
+        self._outbox.client, self._outbox.upstream, self._outbox.deferred = [], [], []
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -216,10 +217,11 @@ class Relay:
                 log.info("the client closed its output; ending the session")
                 anyio.from_thread.run_sync(self._finish, 0)
         if outbox.deferred:
+            # Work for the event loop, handed over only now that the lock is released: the loop may be
+            # waiting for that lock, and from_thread waits for the loop.
             deferred, outbox.deferred = outbox.deferred, []
-            for msg, action in deferred:
-                assert self._tg is not None
-                anyio.from_thread.run_sync(self._tg.start_soon, self._decide_later, msg, action)
+            for call in deferred:
+                anyio.from_thread.run_sync(call)
 
     def _to_upstream(self, line: bytes) -> None:
         self._outbox.upstream.append(line)
@@ -327,7 +329,9 @@ class Relay:
         if isinstance(action, Defer):
             # Reserve the id so a second request with it is refused while the decision is pending.
             self.pending_requests[msg.id_key] = Pending(msg.id, msg.method)
-            self._outbox.deferred.append((msg, action))
+            tg = self._tg
+            assert tg is not None
+            self._outbox.deferred.append(lambda: tg.start_soon(self._decide_later, msg, action))
             return
         self._apply(msg, action)
 
@@ -376,7 +380,7 @@ class Relay:
         own = self.own_requests.get(msg.id_key) if msg.id_key is not None else None
         if own is not None:
             own.answer = msg
-            own.done.set()
+            self._outbox.deferred.append(own.done.set)  # an anyio.Event is set on the loop's thread
             return
         self._to_upstream(msg.raw)
 

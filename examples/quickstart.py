@@ -1,0 +1,68 @@
+"""See mcp-guard apply a policy to a real stdio MCP server, with the SDK's own client.
+
+    python examples/quickstart.py
+
+It lists the example server's tools directly and through `mcp-guard run --policy
+examples/policies/quickstart.json`, then makes a few calls through the guard: a hidden tool, a denied
+one, a rate-limited one and one with a bad argument.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import anyio
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+
+HERE = Path(__file__).resolve().parent
+SERVER = [sys.executable, str(HERE / "llm_gateway_server.py")]
+POLICY = HERE / "policies" / "quickstart.json"
+
+
+def guard_command() -> list[str]:
+    script = Path(sys.executable).parent / "mcp-guard"
+    found = str(script) if script.exists() else shutil.which("mcp-guard")
+    return [found] if found else [sys.executable, "-m", "mcp_guard"]
+
+
+def params(command: list[str]) -> StdioServerParameters:
+    return StdioServerParameters(command=command[0], args=command[1:])
+
+
+def show(result: object) -> str:
+    content = getattr(result, "content", [])
+    text = " ".join(getattr(part, "text", "") for part in content)
+    return ("REFUSED/ERROR: " if getattr(result, "is_error", False) else "ok: ") + text[:110]
+
+
+async def main() -> None:
+    async with Client(params(SERVER), mode="legacy") as direct:
+        names = [tool.name for tool in (await direct.list_tools()).tools]
+    print(f"Directly, the server offers {len(names)} tools:\n  {', '.join(names)}\n")
+
+    guarded = guard_command() + ["run", "--policy", str(POLICY), "--", *SERVER]
+    print("Through: " + " ".join(Path(a).name if "/" in a else a for a in guarded) + "\n")
+    async with Client(params(guarded), mode="legacy") as client:
+        seen = [tool.name for tool in (await client.list_tools()).tools]
+        print(f"Through mcp-guard the agent sees {len(seen)} tools; hidden: {sorted(set(names) - set(seen))}\n")
+        calls = [
+            ("llm_job_cancel", {"jobId": "job-1"}),
+            ("llm_admin_stats", {}),
+            ("llm_job_status", {"jobId": "../etc/passwd"}),
+            ("llm_request", {"prompt": "hello", "model": "demo"}),
+            ("llm_request", {"prompt": "hello again", "model": "demo"}),
+            ("llm_request", {"prompt": "one too many", "model": "demo"}),
+        ]
+        for name, arguments in calls:
+            try:
+                outcome = show(await client.call_tool(name, arguments))
+            except Exception as exc:  # a JSON-RPC error, e.g. "Unknown tool" for a hidden tool
+                outcome = f"ERROR: {exc}"
+            print(f"  call {name}({arguments}):\n    {outcome}")
+
+
+if __name__ == "__main__":
+    anyio.run(main)
