@@ -15,6 +15,8 @@ The fault is chosen by the environment variable FAULT:
   grandchild     start a grandchild process (sleep) that inherits nothing but the process group, write its pid
                  to PID_FILE, answer normally; with GRANDCHILD_STDOUT=1 the grandchild keeps our stdout open
   grandchild_exit  like grandchild with the grandchild holding our stdout, then exit mid-call
+  gather         hold every tools/call answer until GATHER (default 1000) calls have arrived, then answer
+                 them all at once in reverse order (proves that many calls were in flight together)
 
 Every mode writes its own pid to PID_FILE (a second line holds the grandchild's pid when there is one).
 RECORD_FILE, when set, receives every line read from stdin (appended, flushed at once).
@@ -107,6 +109,8 @@ def main() -> None:
 
     stdin = sys.stdin.buffer
     stdout_closed = False
+    held: list = []
+    gather = int(os.environ.get("GATHER", "1000"))
     while True:
         line = stdin.readline()
         if not line:
@@ -139,6 +143,14 @@ def main() -> None:
             if FAULT == "close_stdout":
                 os.close(1)
                 stdout_closed = True
+                continue
+            if FAULT == "gather":
+                held.append(msg)
+                if len(held) >= gather:
+                    for m in reversed(held):
+                        answer(m["id"], {"content": [{"type": "text", "text": json.dumps(m["params"].get("arguments"))}],
+                                         "isError": False})
+                    held.clear()
                 continue
             if FAULT in ("exit_mid_call", "grandchild_exit"):
                 os._exit(int(os.environ.get("EXIT_CODE", "0")))
