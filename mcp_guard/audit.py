@@ -6,9 +6,12 @@ Arguments are never written whole (they may hold secrets): a record names the ar
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from typing import Any, TextIO
+
+log = logging.getLogger("mcp_guard")
 
 
 class AuditLog:
@@ -17,6 +20,7 @@ class AuditLog:
         self._file: TextIO | None = None
         self.session = f"{os.getpid()}-{int(time.time())}"
         self.enabled = bool(path)
+        self._failed = False
         if path:
             # Line-buffered append: each record lands whole even if mcp-guard is killed afterwards.
             self._file = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
@@ -26,7 +30,18 @@ class AuditLog:
             return
         entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z",
                  "session": self.session, "event": event, **fields}
-        self._file.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
+        line = json.dumps(entry, ensure_ascii=False, default=str)
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate in a name: escape, never lose the record
+            line = json.dumps(entry, ensure_ascii=True, default=str)
+        try:
+            self._file.write(line + "\n")
+        except OSError as exc:
+            # The decision stands either way; a full disk must not turn every call into a refusal.
+            if not self._failed:
+                self._failed = True
+                log.error("cannot write the audit file %s: %s", self.path, exc.strerror or exc)
 
     def close(self) -> None:
         if self._file is not None:

@@ -7,6 +7,7 @@ tools/call (`decide`), so a tool that is hidden can never be called.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -111,7 +112,8 @@ def decide(policy: Policy, call: ToolCall, state: SessionState, now: float) -> D
     if rule.arguments is not None:
         problem = _argument_problem(policy, rule, arguments)
         if problem is not None:
-            return Decision("deny", rule.key, rule.reason or problem, kind="arguments")
+            reason = f"{rule.reason} ({problem})" if rule.reason else problem
+            return Decision("deny", rule.key, reason, kind="arguments")
     charges: list[Charge] = []
     if rule.rate_limit is not None:
         limit = rule.rate_limit
@@ -161,14 +163,24 @@ def _default_decision(policy: Policy, call: ToolCall) -> Decision:
 
 
 def _argument_problem(policy: Policy, rule: Rule, arguments: Any) -> str | None:
+    """The first violation in words an agent can act on. The offending value itself is not quoted:
+    the agent knows what it sent, and the reason also goes to the audit log, which holds no values."""
     from jsonschema.exceptions import best_match
 
-    error = best_match(policy.validator(rule).iter_errors(arguments))
+    try:
+        error = best_match(policy.validator(rule).iter_errors(arguments))
+    except Exception as exc:  # noqa: BLE001 - a schema that cannot be evaluated refuses (fail closed)
+        return f"the arguments could not be checked ({type(exc).__name__})"
     if error is None:
         return None
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
     subject = f"argument {where[1:] if where.startswith('.') else where}" if where else "the arguments"
-    return f"{subject}: {error.message}"
+    message = str(error.message)
+    if error.absolute_path and not isinstance(error.instance, (dict, list)):
+        message = message.replace(repr(error.instance), "the value", 1)
+        if isinstance(error.instance, str):
+            message = message.replace(json.dumps(error.instance), "the value", 1)
+    return f"{subject}: {message}"
 
 
 def _cost(arguments: Any, pointer: str) -> float | str:
@@ -179,11 +191,17 @@ def _cost(arguments: Any, pointer: str) -> float | str:
             token = token.replace("~1", "/").replace("~0", "~")
             if isinstance(value, dict) and token in value:
                 value = value[token]
-            elif isinstance(value, list) and token.isdigit() and int(token) < len(value):
+            elif isinstance(value, list) and token.isascii() and token.isdigit() and int(token) < len(value):
                 value = value[int(token)]
             else:
                 return f"the call has no cost at {pointer} in its arguments"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"the cost at {pointer} in the call's arguments is not a number"
+    try:
+        value = float(value)
+    except OverflowError:  # an integer with hundreds of digits
+        return f"the cost at {pointer} in the call's arguments is too large"
+    if not math.isfinite(value):
         return f"the cost at {pointer} in the call's arguments is not a number"
     if value < 0:
         return f"the cost at {pointer} in the call's arguments is negative"

@@ -7,6 +7,7 @@ and nothing of file descriptors or processes.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -129,8 +130,8 @@ class Guard:
     def _refusal(self, msg: wire.Message, name: str, decision: Decision) -> bytes:
         text = f"mcp-guard refused the call to {name}: {decision.reason}"
         if decision.retry_after is not None:
-            text += f". Retry after {decision.retry_after:.0f} s" if decision.retry_after >= 1 else \
-                ". Retry in a moment"
+            # Rounded up: retrying after the time said must not be refused again.
+            text += f". Retry after {math.ceil(decision.retry_after)} s"
         text += "."
         result: dict[str, Any] = {
             "content": [{"type": "text", "text": text}],

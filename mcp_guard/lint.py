@@ -8,22 +8,41 @@ from .engine import select_rule
 from .policy import Policy, Rule
 
 
+def _class_choices(body: str) -> list[str]:
+    """A few characters a [...] class matches: each end and the middle of every range, each literal."""
+    if body.startswith(("!", "^")):
+        return ["\x01", "~"]
+    chars: list[str] = []
+    k = 0
+    while k < len(body):
+        if k + 2 < len(body) and body[k + 1] == "-":
+            lo, hi = ord(body[k]), ord(body[k + 2])
+            chars += [chr(lo), chr((lo + hi) // 2), chr(hi)]
+            k += 3
+        else:
+            chars.append(body[k])
+            k += 1
+    return list(dict.fromkeys(chars)) or ["a"]
+
+
 def _samples(rule: Rule) -> list[str]:
     """Names the rule's key matches, to test whether anything else always decides them first."""
     if not rule.is_glob:
         return [rule.key]
-    out = []
-    for star in ("", "x", "zz_9-Q"):
-        name = re.sub(r"\[!?\]?[^\]]*\]", lambda m: _first_in_class(m.group(0)), rule.key)
-        out.append(name.replace("*", star).replace("?", "q"))
-    return out
-
-
-def _first_in_class(cls: str) -> str:
-    body = cls[1:-1]
-    if body.startswith(("!", "^")):
-        return "\x01"
-    return body[0] if body else "a"
+    pieces: list[list[str]] = []
+    for token in re.findall(r"\[!?\]?[^\]]*\]|\*|\?|[^*?\[]+|\[", rule.key):
+        if token == "*":
+            pieces.append(["", "x", "zz_9-Q"])
+        elif token == "?":
+            pieces.append(["q", "_"])
+        elif token.startswith("[") and token.endswith("]") and len(token) > 2:
+            pieces.append(_class_choices(token[1:-1]))
+        else:
+            pieces.append([token])
+    names = [""]
+    for choices in pieces:
+        names = [name + choice for name in names for choice in choices][:200]
+    return names
 
 
 def lint(policy: Policy) -> list[str]:
@@ -36,11 +55,14 @@ def lint(policy: Policy) -> list[str]:
             findings.append(f"{rule.place} never decides anything: {winner.place} takes precedence for "
                             f"every tool it matches (for example {samples[0]!r})")
         for kind, limit in (("rate_limit", rule.rate_limit), ("budget", rule.budget)):
-            if limit is not None and limit.window == 0:
+            if limit is not None and limit.max == 0:
+                findings.append(f"rules.{rule.key}.{kind} has max 0: every call is refused; "
+                                "say action \"deny\" if that is what you mean")
+            elif limit is not None and limit.window == 0:
                 findings.append(f"rules.{rule.key}.{kind} has window 0, so it limits nothing")
-        if rule.rate_limit is not None and rule.rate_limit.max == 0 and rule.rate_limit.window > 0:
-            findings.append(f"rules.{rule.key}.rate_limit has max 0: every call is refused; "
-                            "say action \"deny\" if that is what you mean")
+        if rule.origin == "rules" and rule.action == "hide" and rule.reason:
+            findings.append(f"rules.{rule.key} has a reason, but a hidden tool's caller is only told "
+                            "\"Unknown tool\": the reason is never shown")
         if rule.action in ("deny", "hide") and rule.origin == "rules" and (
                 rule.rate_limit or rule.budget or rule.arguments is not None):
             findings.append(f"rules.{rule.key} has action {rule.action!r}, so its limits and argument "

@@ -121,6 +121,34 @@ def is_glob(key: str) -> bool:
     return any(ch in key for ch in "*?[")
 
 
+def glob_problem(key: str) -> str | None:
+    """Why a glob can match nothing (a reversed range such as [z-a], an empty class), or None."""
+    i = 0
+    while i < len(key):
+        if key[i] != "[":
+            i += 1
+            continue
+        j = i + 1
+        if j < len(key) and key[j] in "!^":
+            j += 1
+        if j < len(key) and key[j] == "]":
+            j += 1
+        end = key.find("]", j)
+        if end < 0:
+            return None  # fnmatch reads an unclosed [ as a literal
+        body = key[i + 1:end].lstrip("!^")
+        k = 0
+        while k < len(body):
+            if k + 2 < len(body) and body[k + 1] == "-":
+                if body[k] > body[k + 2]:
+                    return f"has the reversed character range {body[k]}-{body[k + 2]}, which matches nothing"
+                k += 3
+            else:
+                k += 1
+        i = end + 1
+    return None
+
+
 def precedence(rule: Rule) -> tuple[int, int, int]:
     """Exact beats glob; a longer glob beats a shorter one; at a tie the more restrictive action."""
     return (0 if rule.is_glob else 1, len(rule.key), RESTRICTIVENESS[rule.action])
@@ -215,6 +243,30 @@ def _duplicate_checked(file: str) -> Any:
     return hook
 
 
+def _no_constant(file: str) -> Any:
+    def reject(name: str) -> Any:
+        raise PolicyError(file, f"{name} is not a number JSON allows (a NaN limit would disable it)")
+
+    return reject
+
+
+def _strict_yaml_loader(yaml: Any, file: str) -> Any:
+    """A SafeLoader that refuses duplicate keys, as the JSON loader does (PyYAML keeps the last)."""
+
+    class StrictLoader(yaml.SafeLoader):  # type: ignore[misc]
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise PolicyError(file, f"the key {key!r} appears twice in one mapping; which one applies "
+                                            "would be ambiguous", line=key_node.start_mark.line + 1)
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictLoader
+
+
 def _parse(text: str, file: str) -> Any:
     if file.endswith((".yaml", ".yml")):
         try:
@@ -222,14 +274,14 @@ def _parse(text: str, file: str) -> Any:
         except ImportError:
             raise PolicyError(file, "YAML policies need PyYAML: pip install 'mcp-guard[yaml]'") from None
         try:
-            return yaml.safe_load(text)
+            return yaml.load(text, Loader=_strict_yaml_loader(yaml, file))  # noqa: S506 - a SafeLoader
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             problem = getattr(exc, "problem", None) or str(exc)
             raise PolicyError(file, f"not valid YAML: {problem}",
                               line=mark.line + 1 if mark is not None else None) from None
     try:
-        return json.loads(text, object_pairs_hook=_duplicate_checked(file))
+        return json.loads(text, object_pairs_hook=_duplicate_checked(file), parse_constant=_no_constant(file))
     except json.JSONDecodeError as exc:
         raise PolicyError(file, f"not valid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno) from None
 
@@ -307,10 +359,11 @@ def _build(data: dict[str, Any], text: str, file: str) -> Policy:
         rules.append(Rule(key=key, action="hide", origin="hide"))
     for rule in rules:
         if rule.is_glob:
-            try:
-                re.compile(translate(rule.key))
-            except re.error as exc:
-                raise PolicyError(file, f"not a valid glob: {exc}", rule.place) from None
+            problem = glob_problem(rule.key)
+            if problem is not None:
+                place = f"$.rules[{json.dumps(rule.key)}]" if rule.origin == "rules" else f"$.hide ({rule.key!r})"
+                raise PolicyError(file, f"the glob {rule.key!r} {problem}", place,
+                                  _line_of(text, ["rules", rule.key] if rule.origin == "rules" else ["hide"]))
     return Policy.build(file, data.get("default", "allow"), tuple(rules),
                         data.get("default_reason"), data.get("description"), data)
 
@@ -325,3 +378,34 @@ def _check_argument_schema(arguments: Any, file: str, text: str, key: str) -> No
         path = ["rules", key, "arguments", *exc.path]
         raise PolicyError(file, f"not a valid JSON Schema: {exc.message}", _json_path(path),
                           _line_of(text, path)) from None
+    for path, ref in _refs(arguments, ["rules", key, "arguments"]):
+        if not ref.startswith("#"):
+            raise PolicyError(file, f"$ref {ref!r} points outside the policy; mcp-guard never fetches schemas",
+                              _json_path(path), _line_of(text, path))
+        try:
+            _resolver(arguments).lookup(ref)
+        except Exception:  # noqa: BLE001 - any failure to resolve is the same problem for the user
+            raise PolicyError(file, f"$ref {ref!r} points to nothing in this schema", _json_path(path),
+                              _line_of(text, path)) from None
+
+
+def _resolver(schema_root: Any) -> Any:
+    from referencing import Registry
+    from referencing.jsonschema import DRAFT202012
+
+    resource = DRAFT202012.create_resource(schema_root)
+    return Registry().with_resource("urn:mcp-guard:arguments", resource).resolver("urn:mcp-guard:arguments")
+
+
+def _refs(node: Any, path: list[Any]) -> list[tuple[list[Any], str]]:
+    found: list[tuple[list[Any], str]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                found.append((path + ["$ref"], value))
+            elif key not in ("const", "enum", "default", "examples"):
+                found += _refs(value, path + [key])
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _refs(value, path + [index])
+    return found

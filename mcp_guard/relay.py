@@ -344,7 +344,8 @@ class Relay:
             action = Reply(wire.error_response(
                 msg.id, wire.INTERNAL_ERROR, "mcp-guard could not decide on this request; it was not sent"))
         with self._lock:
-            self.pending_requests.pop(msg.id_key, None)
+            if self.pending_requests.pop(msg.id_key, None) is None:
+                return  # already answered meanwhile (the upstream died, or the drain gave up)
             self._apply(msg, action)
         await self._write_from_loop()
 

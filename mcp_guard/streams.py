@@ -66,6 +66,15 @@ def _read_some(fd: int, size: int) -> bytes:
             raise
 
 
+def _head_of(parts: list[bytes]) -> bytes:
+    head = b""
+    for part in parts:
+        head += part[: _HEAD_BYTES - len(head)]
+        if len(head) >= _HEAD_BYTES:
+            break
+    return head
+
+
 def iter_lines(fd: int, max_line: int) -> Iterator[bytes | Oversized | ReadDone]:
     """Every newline-terminated line read from `fd` until EOF, with READ_DONE after the lines of each
     read (so the caller writes them out in one system call). A final line without a newline counts
@@ -92,7 +101,7 @@ def iter_lines(fd: int, max_line: int) -> Iterator[bytes | Oversized | ReadDone]
                     parts.append(rest)
                     parts_len += len(rest)
                     if parts_len > max_line:
-                        head = b"".join(parts)[:_HEAD_BYTES]
+                        head = _head_of(parts)
                         skipping, skipped = True, parts_len
                         parts, parts_len = [], 0
                 break

@@ -110,7 +110,9 @@ def parse(line: bytes, *, strict: bool = True) -> Message | Malformed | Batch:
     try:
         body = _decode(line, strict)
     except _DuplicateKey as exc:
-        return Malformed(f"{exc}: the message is ambiguous", INVALID_REQUEST)
+        request_id = _unambiguous_id(line)
+        return Malformed(f"{exc}: the message is ambiguous", INVALID_REQUEST, request_id,
+                         request_id is not None)
     except RecursionError:
         return Malformed("JSON nested too deeply")
     except ValueError as exc:
@@ -118,6 +120,25 @@ def parse(line: bytes, *, strict: bool = True) -> Message | Malformed | Batch:
     if isinstance(body, list):
         return Batch(body)
     return classify(body, line)
+
+
+_top_level_pairs = json.JSONDecoder(object_pairs_hook=lambda pairs: pairs, parse_constant=_reject_constant)
+
+
+def _unambiguous_id(line: bytes) -> Any:
+    """The id of a message refused for a duplicate key deeper down, when its top level has none: its
+    answer can then carry the id, so the client is not left waiting."""
+    try:
+        pairs = _top_level_pairs.decode(line.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(pairs, list) or not all(isinstance(p, tuple) for p in pairs):
+        return None
+    keys = [key for key, _ in pairs]
+    if len(keys) != len(set(keys)):
+        return None
+    value = dict(pairs).get("id")
+    return value if id_key(value) is not None else None
 
 
 def classify(body: Any, raw: bytes) -> Message | Malformed:
@@ -173,9 +194,14 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def encode(body: dict[str, Any]) -> bytes:
-    """Serialise a message mcp-guard builds or changes: compact, unicode kept as is."""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+def encode(body: Any) -> bytes:
+    """Serialise a message mcp-guard builds or changes: compact, unicode kept as is. A lone surrogate
+    (valid as a JSON escape, not encodable as UTF-8) makes it fall back to escaping everything."""
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 def error_response(request_id: Any, code: int, message: str, data: Any = None) -> bytes:

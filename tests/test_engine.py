@@ -381,9 +381,10 @@ def test_budget_sliding_window_with_retry_after() -> None:
     assert refused.retry_after == pytest.approx(58.0)  # once the 4 spent at 0 leaves, 4 fits
     assert s.call("spend", {"amount": 2}, at=2.0).allowed  # exactly the whole budget is fine
     refused = s.call("spend", {"amount": 9}, at=3.0)
-    assert refused.retry_after == pytest.approx(59.0)  # 9 fits only once 4 + 4 have left (at 61)
+    assert refused.retry_after == pytest.approx(59.0)  # 9 fits only once all of 4 + 4 + 2 have left (at 62)
     assert s.call("spend", {"amount": 0}, at=3.0).allowed
-    assert s.call("spend", {"amount": 6}, at=60.0).allowed  # the 4 spent at 0 has left the window
+    assert not s.call("spend", {"amount": 5}, at=60.0).allowed  # 4 + 2 still inside the window
+    assert s.call("spend", {"amount": 4}, at=60.0).allowed  # the 4 spent at 0 has left it
 
 
 def test_budget_charges_the_cost() -> None:
@@ -420,8 +421,6 @@ def test_calls_without_a_usable_cost_are_refused(arguments: Any, problem: str) -
     assert decision.charges == ()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a huge integer cost raises OverflowError in engine._cost "
-                                       "(math.isfinite on an int too large for a float) instead of a refusal")
 def test_huge_integer_cost_is_refused_not_a_crash() -> None:
     arguments = json.loads('{"amount": 1' + "0" * 400 + "}")
     decision = act(policy(rules=BUDGET), "spend", arguments)
@@ -475,12 +474,12 @@ RUN = {"run": {"arguments": {
 
 
 @pytest.mark.parametrize(("arguments", "fragments"), [
-    ({"cmd": "rm"}, ["argument cmd", "'rm' is not one of ['ls', 'pwd']"]),
+    ({"cmd": "rm"}, ["argument cmd", "the value is not one of ['ls', 'pwd']"]),
     ({}, ["the arguments", "'cmd' is a required property"]),
     (None, ["the arguments", "'cmd' is a required property"]),
     ({"cmd": "ls", "sudo": True}, ["the arguments", "Additional properties", "'sudo'"]),
-    ({"cmd": "ls", "paths": ["a", 7]}, ["argument paths[1]", "7 is not of type 'string'"]),
-    ({"cmd": "ls", "opts": {"depth": 9}}, ["argument opts.depth", "9 is greater than the maximum of 3"]),
+    ({"cmd": "ls", "paths": ["a", 7]}, ["argument paths[1]", "the value is not of type 'string'"]),
+    ({"cmd": "ls", "opts": {"depth": 9}}, ["argument opts.depth", "the value is greater than the maximum of 3"]),
 ])
 def test_argument_violation_is_named_in_the_reason(arguments: Any, fragments: list[str]) -> None:
     decision = act(policy(rules=RUN), "run", arguments)
@@ -496,7 +495,9 @@ def test_arguments_that_satisfy_the_schema_pass(arguments: Any) -> None:
 
 def test_argument_rule_with_reason_says_the_reason() -> None:
     rules = {"run": {**RUN["run"], "reason": "only ls and pwd"}}
-    assert act(policy(rules=rules), "run", {"cmd": "rm"}).reason == "only ls and pwd"
+    # The policy's reason first, then the violation, so the agent can still see what to change.
+    assert act(policy(rules=rules), "run", {"cmd": "rm"}).reason == (
+        "only ls and pwd (argument cmd: the value is not one of ['ls', 'pwd'])")
 
 
 def test_boolean_argument_schemas() -> None:
@@ -521,8 +522,6 @@ def test_argument_schema_applies_per_rule_through_globs() -> None:
     assert act(p, "ask_model", {"model": "big"}).allowed  # not matched by the rule
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an argument schema with an unresolvable $ref loads fine, "
-                                       "then decide() raises PointerToNowhere on every call")
 def test_unresolvable_ref_is_a_load_error_not_a_crash_per_call() -> None:
     from mcp_guard.policy import PolicyError
 
@@ -533,8 +532,6 @@ def test_unresolvable_ref_is_a_load_error_not_a_crash_per_call() -> None:
     act(p, "t", {})
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a cost pointer token of unicode digits ('/items/\u00b2') passes "
-                                       "str.isdigit() and int() raises ValueError inside decide()")
 def test_cost_pointer_with_unicode_digit_token_does_not_crash() -> None:
     p = policy(rules={"t": {"budget": {"max": 10, "window": 60, "cost": "/items/\u00b2"}}})
     decision = act(p, "t", {"items": [1, 2, 3]})
@@ -562,7 +559,7 @@ def policies(draw: Any) -> dict[str, Any]:
     return body
 
 
-def reference_decider(body: dict[str, Any], name: str) -> tuple[str, str | None]:
+def reference_decider(body: dict[str, Any], name: str) -> tuple[str, set[str | None]]:
     """An independent statement of the precedence rules, with fnmatch as the glob matcher."""
     entries = [(key, spec.get("action", "allow")) for key, spec in body["rules"].items()]
     entries += [(key, "hide") for key in body["hide"]]
@@ -572,9 +569,11 @@ def reference_decider(body: dict[str, Any], name: str) -> tuple[str, str | None]
         if (fnmatch.fnmatchcase(name, key) if glob else name == key):
             matching.append(((0 if glob else 1, len(key), RANK[action]), key, action))
     if not matching:
-        return body["default"], None
-    _, key, action = max(matching)
-    return action, key
+        return body["default"], {None}
+    best = max(rank for rank, _, _ in matching)
+    # Two equally long keys with the same action: either may be named as the deciding rule.
+    action = next(a for r, _, a in matching if r == best)
+    return action, {k for r, k, _ in matching if r == best}
 
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -613,8 +612,8 @@ def test_hidden_or_denied_names_are_never_allowed(body: dict[str, Any], tool_nam
 def test_precedence_matches_a_reference(body: dict[str, Any], name: str) -> None:
     p = policy(**body)
     decision = act(p, name)
-    expected_action, expected_key = reference_decider(body, name)
-    assert decision.rule == expected_key
+    expected_action, expected_keys = reference_decider(body, name)
+    assert decision.rule in expected_keys
     if decision.kind == "rate_limit":  # max 0: an allow rule that refuses everything
         assert expected_action in ("allow", "require_approval")
     else:

@@ -44,7 +44,7 @@ class WireProcess:
 
     def _read_stderr(self) -> None:
         assert self.proc.stderr is not None
-        for chunk in iter(lambda: self.proc.stderr.read1(65536), b""):  # type: ignore[union-attr]
+        for chunk in iter(lambda: self.proc.stderr.read(65536), b""):  # type: ignore[union-attr]
             self.stderr_chunks.append(chunk)
 
     @property

@@ -19,6 +19,11 @@ The fault is chosen by the environment variable FAULT:
                  them all at once in reverse order (proves that many calls were in flight together)
 
 Every mode writes its own pid to PID_FILE (a second line holds the grandchild's pid when there is one).
+In every mode, a tools/call whose arguments hold {"bad": KIND} is answered with a bad answer of that kind:
+nan (NaN in the result), utf8 (invalid UTF-8), deep (nested 100,000 levels), big (BIG_BYTES, default 2 MiB, of
+text), twice (the answer sent two times), string_id (the id as a string), unknown_id (an answer to an id
+never sent, and no answer to this one), batch (the answer wrapped in a JSON array).
+
 RECORD_FILE, when set, receives every line read from stdin (appended, flushed at once).
 """
 
@@ -75,6 +80,29 @@ def garbage(rid=None) -> None:
     out.write(b'{"jsonrpc": "2.0", "id": "nobody-asked", "result": {}}\n')
     out.write(b"{\n")
     out.write(b"\n")
+    out.flush()
+
+
+def bad_answer(rid, kind: str) -> None:
+    head = b'{"jsonrpc":"2.0","id":' + json.dumps(rid).encode() + b',"result":'
+    if kind == "nan":
+        out.write(head + b'{"content":[],"value":NaN}}\n')
+    elif kind == "utf8":
+        out.write(head + b'{"content":[{"type":"text","text":"\xff\xfe"}]}}\n')
+    elif kind == "deep":
+        out.write(head + b"[" * 100_000 + b"]" * 100_000 + b"}\n")
+    elif kind == "big":
+        size = int(os.environ.get("BIG_BYTES", str(2 * 1024 * 1024)))
+        out.write(head + b'{"content":[{"type":"text","text":"' + b"x" * size + b'"}]}}\n')
+    elif kind == "twice":
+        line = head + b'{"content":[{"type":"text","text":"first"}]}}\n'
+        out.write(line + line.replace(b"first", b"second"))
+    elif kind == "string_id":
+        out.write(b'{"jsonrpc":"2.0","id":' + json.dumps(str(rid)).encode() + b',"result":{"content":[]}}\n')
+    elif kind == "unknown_id":
+        out.write(b'{"jsonrpc":"2.0","id":"never-sent","result":{"content":[]}}\n')
+    elif kind == "batch":
+        out.write(b"[" + head + b'{"content":[]}}]\n')
     out.flush()
 
 
@@ -148,13 +176,18 @@ def main() -> None:
                 held.append(msg)
                 if len(held) >= gather:
                     for m in reversed(held):
-                        answer(m["id"], {"content": [{"type": "text", "text": json.dumps(m["params"].get("arguments"))}],
+                        text = json.dumps(m["params"].get("arguments"))
+                        answer(m["id"], {"content": [{"type": "text", "text": text}],
                                          "isError": False})
                     held.clear()
                 continue
             if FAULT in ("exit_mid_call", "grandchild_exit"):
                 os._exit(int(os.environ.get("EXIT_CODE", "0")))
             params = msg.get("params") or {}
+            bad = (params.get("arguments") or {}).get("bad")
+            if bad is not None:
+                bad_answer(rid, bad)
+                continue
             delay = (params.get("arguments") or {}).get("delay")
             if isinstance(delay, (int, float)):
                 time.sleep(delay)

@@ -50,7 +50,7 @@ out = sys.stdout.buffer
 
 
 def send(obj: dict) -> None:
-    out.write(json.dumps(obj, ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n")
+    out.write(json.dumps(obj).encode() + b"\n")  # ASCII: lone surrogates stay \u escapes
     out.flush()
 
 
@@ -124,7 +124,7 @@ def handle(msg: dict) -> None:
         if name in ERROR_TOOLS:
             error(-32000, f"{name} failed upstream")
             return
-        text = json.dumps({"tool": name, "arguments": arguments}, ensure_ascii=False)
+        text = json.dumps({"tool": name, "arguments": arguments})
         result({"content": [{"type": "text", "text": text}], "isError": name in ISERROR_TOOLS})
     else:
         error(-32601, f"Method not found: {method}")
