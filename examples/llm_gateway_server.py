@@ -57,12 +57,11 @@ import warnings
 from typing import Any
 
 import mcp_types as types
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 from mcp_types import InputRequiredResult
 from mcp_types.version import is_version_at_least
 from pydantic import BaseModel, Field
-
-from mcp.server import MCPServer
-from mcp.server.mcpserver import Context
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 try:  # logging and sampling are deprecated in 2026-07-28 (SEP-2577); keep stderr quiet

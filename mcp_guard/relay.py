@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import secrets
 import signal
@@ -147,6 +148,7 @@ class Relay:
         self._own_counter = 0
         self._draining = False
         self._done = anyio.Event()
+        self._upstream_eof = anyio.Event()
         self._upstream_gone = False
         self._exit_code = 0
         self._tg: TaskGroup | None = None
@@ -167,6 +169,7 @@ class Relay:
                 tg.start_soon(self._client_side)
                 tg.start_soon(self._upstream_side)
                 tg.start_soon(self._watch_signals)
+                tg.start_soon(self._watch_child)
                 await self._done.wait()
                 tg.cancel_scope.cancel()
         finally:
@@ -183,9 +186,42 @@ class Relay:
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             async for signum in signals:
-                log.warning("received %s: stopping the upstream server", signal.Signals(signum).name)
+                name = signal.Signals(signum).name
+                log.warning("received %s: stopping the upstream server", name)
+                if self.pending_requests:
+                    with self._lock:
+                        self._fail_pending(wire.UPSTREAM_EXITED,
+                                           f"mcp-guard received {name} and stopped before the upstream server answered")
+                    with anyio.move_on_after(1):
+                        await self._write_from_loop()
                 self._finish(128 + signum)
                 return
+
+    async def _watch_child(self) -> None:
+        """The child's exit, seen directly: its stdout EOF is not enough, because something it started
+        (npx and uvx launchers start the real server) may hold that stdout open after it is gone."""
+        pid = self.upstream.pid
+        pidfd = -1
+        if hasattr(os, "pidfd_open"):
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError:
+                pidfd = -1
+        try:
+            if pidfd >= 0:
+                await anyio.wait_readable(pidfd)
+            else:
+                while self.upstream.poll() is None:
+                    await anyio.sleep(0.1)
+        finally:
+            if pidfd >= 0:
+                os.close(pidfd)
+        # Its last answers may still be in the pipe: let the pump read them first.
+        with anyio.move_on_after(1.0):
+            await self._upstream_eof.wait()
+        if not self._upstream_eof.is_set():
+            log.warning("the upstream server exited, but something it started still holds its stdout")
+            await self._upstream_ended()
 
     # --- the pumps (worker threads) ----------------------------------------------------------------
 
@@ -411,11 +447,12 @@ class Relay:
             await anyio.to_thread.run_sync(self._pump, self.upstream.stdout_fd, self._on_upstream_line,
                                            abandon_on_cancel=True)
         finally:
+            self._upstream_eof.set()
             with anyio.CancelScope(shield=True):
                 await self._upstream_ended()
 
     async def _upstream_ended(self) -> None:
-        if self._done.is_set():
+        if self._done.is_set() or self._upstream_gone:
             return
         self._upstream_gone = True
         code = await self.upstream.wait(1.0)

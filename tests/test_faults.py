@@ -325,12 +325,6 @@ def test_grandchild_stopped_with_the_child(run):
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the relay learns that the child exited only from EOF on the child's stdout. When the child "
-    "exits mid-call but something it started still holds that stdout (a grandchild, as with npx/uvx "
-    "wrappers), the pending call is never answered and mcp-guard keeps running: the client hangs until it "
-    "closes its own stdin (then --drain-timeout). Documented: 'Child exits -> every pending request gets "
-    "-32001 ... mcp-guard exits with the child's status'"))
 def test_child_exits_mid_call_while_grandchild_holds_stdout(run):
     r = run("grandchild_exit")
     r.p.initialize()

@@ -15,7 +15,6 @@ import mcp_types as types
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
-
 from wireclient import guard_command
 
 ROOT = Path(__file__).resolve().parent.parent
