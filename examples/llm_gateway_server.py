@@ -83,7 +83,8 @@ JOBS: dict[str, dict[str, Any]] = {}
 STATS: dict[str, float] = {"requests": 0, "jobs_started": 0, "jobs_cancelled": 0, "spent": 0.0}
 
 
-def _ann(*, read_only: bool, destructive: bool, idempotent: bool, open_world: bool, title: str) -> types.ToolAnnotations:
+def _ann(*, read_only: bool, destructive: bool, idempotent: bool, open_world: bool,
+         title: str) -> types.ToolAnnotations:
     return types.ToolAnnotations(
         title=title,
         read_only_hint=read_only,

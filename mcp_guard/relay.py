@@ -149,6 +149,7 @@ class Relay:
         self._draining = False
         self._done = anyio.Event()
         self._upstream_eof = anyio.Event()
+        self._client_lines_unwritten = 0
         self._upstream_gone = False
         self._exit_code = 0
         self._tg: TaskGroup | None = None
@@ -247,11 +248,15 @@ class Relay:
                 log.info("the upstream server closed its input")
         if outbox.client:
             lines, outbox.client = outbox.client, []
+            count = len(lines)
             try:
                 self.client_out.write_lines(lines)
             except StreamClosed:
                 log.info("the client closed its output; ending the session")
                 anyio.from_thread.run_sync(self._finish, 0)
+            finally:
+                with self._lock:
+                    self._client_lines_unwritten -= count
         if outbox.deferred:
             # Work for the event loop, handed over only now that the lock is released: the loop may be
             # waiting for that lock, and from_thread waits for the loop.
@@ -263,6 +268,9 @@ class Relay:
         self._outbox.upstream.append(line)
 
     def _to_client(self, line: bytes) -> None:
+        # Called with the lock held. Counted until written: the drain must not end the session while an
+        # answer already taken off the pending table is still on its way to the client.
+        self._client_lines_unwritten += 1
         self._outbox.client.append(line)
 
     async def _write_from_loop(self) -> None:
@@ -292,7 +300,8 @@ class Relay:
         work on EOF), wait until every forwarded request has been answered, within drain_timeout."""
         self._draining = True
         with anyio.move_on_after(self.options.drain_timeout):
-            while self.pending_requests and not self._upstream_gone and not self.client_out.closed:
+            while ((self.pending_requests or self._client_lines_unwritten)
+                   and not self._upstream_gone and not self.client_out.closed):
                 await anyio.sleep(0.005)
         if self.pending_requests and not self._upstream_gone:
             with self._lock:
@@ -432,7 +441,8 @@ class Relay:
         own = _OwnRequest()
         self.own_requests[request_id] = own
         try:
-            self._to_client(wire.request(request_id, method, params))
+            with self._lock:
+                self._to_client(wire.request(request_id, method, params))
             await self._write_from_loop()
             with anyio.move_on_after(timeout):
                 await own.done.wait()
@@ -462,6 +472,7 @@ class Relay:
         else:
             status = exit_status(code)
             what = f"the upstream server exited with status {status}"
+        left_unanswered = bool(self.pending_requests)
         if self.pending_requests:
             log.warning("%s with %d request(s) unanswered", what, len(self.pending_requests))
             with self._lock:
@@ -469,7 +480,8 @@ class Relay:
             await self._write_from_loop()
         else:
             log.warning("%s", what)
-        self._finish(status if status != 0 or self._draining else 1)
+        # The child's status; but a child that exits 0 with work unanswered has still failed the client.
+        self._finish(status if status != 0 else (1 if left_unanswered else 0))
 
     def _fail_pending(self, code: int, message: str) -> None:
         pending = list(self.pending_requests.values())

@@ -29,7 +29,7 @@ class WireProcess:
         self.args = args
         self.other: list[Any] = []
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-                                     env=env, bufsize=0)
+                                     env=env)
         self.lines: queue.Queue[bytes | None] = queue.Queue()
         self.stderr_chunks: list[bytes] = []
         threading.Thread(target=self._read_stdout, daemon=True).start()
@@ -44,7 +44,7 @@ class WireProcess:
 
     def _read_stderr(self) -> None:
         assert self.proc.stderr is not None
-        for chunk in iter(lambda: self.proc.stderr.read(65536), b""):  # type: ignore[union-attr]
+        for chunk in iter(lambda: self.proc.stderr.read1(65536), b""):  # type: ignore[union-attr]
             self.stderr_chunks.append(chunk)
 
     @property
