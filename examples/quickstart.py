@@ -9,8 +9,10 @@ one, a rate-limited one and one with a bad argument.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import anyio
@@ -43,7 +45,8 @@ async def main() -> None:
         names = [tool.name for tool in (await direct.list_tools()).tools]
     print(f"Directly, the server offers {len(names)} tools:\n  {', '.join(names)}\n")
 
-    guarded = guard_command() + ["run", "--policy", str(POLICY), "--", *SERVER]
+    audit = Path(tempfile.mkdtemp()) / "audit.jsonl"
+    guarded = guard_command() + ["run", "--policy", str(POLICY), "--audit", str(audit), "--", *SERVER]
     print("Through: " + " ".join(Path(a).name if "/" in a else a for a in guarded) + "\n")
     async with Client(params(guarded), mode="legacy") as client:
         seen = [tool.name for tool in (await client.list_tools()).tools]
@@ -62,6 +65,14 @@ async def main() -> None:
             except Exception as exc:  # a JSON-RPC error, e.g. "Unknown tool" for a hidden tool
                 outcome = f"ERROR: {exc}"
             print(f"  call {name}({arguments}):\n    {outcome}")
+
+    print(f"\nThe audit trail ({audit}):")
+    for line in audit.read_text().splitlines():
+        record = json.loads(line)
+        if record["event"] == "call":
+            print(f"  {record['tool']:<16} {record['action']:<6} rule={record['rule']}")
+        elif record["event"] == "list":
+            print(f"  tools/list       hid {record['hidden']}")
 
 
 if __name__ == "__main__":
