@@ -70,12 +70,12 @@ class SessionState:
             queue.popleft()
         return queue
 
-    def record(self, charges: tuple[Charge, ...], now: float, windows: dict[tuple[str, str], float]) -> None:
+    def record(self, charges: tuple[Charge, ...]) -> None:
+        """Take what an allowed call charges (old entries are forgotten by `entries`, at each decision)."""
         for charge in charges:
-            queue = self.usage.setdefault((charge.rule, charge.limit), deque())
-            window = windows.get((charge.rule, charge.limit), math.inf)
-            while queue and now - queue[0][0] >= window:
-                queue.popleft()
+            queue = self.usage.get((charge.rule, charge.limit))
+            if queue is None:
+                queue = self.usage[(charge.rule, charge.limit)] = deque()
             queue.append((charge.at, charge.amount))
 
     def refund(self, charges: tuple[Charge, ...]) -> None:

@@ -50,12 +50,6 @@ class Guard:
         self.clock = clock
         self.state = SessionState()
         self.era: str | None = None  # "handshake" or "stateless", from the client's requests
-        self._windows = {
-            (rule.key, kind): limit.window
-            for rule in policy.rules
-            for kind, limit in (("rate_limit", rule.rate_limit), ("budget", rule.budget))
-            if limit is not None
-        }
 
     # --- client messages -------------------------------------------------------------------------
 
@@ -79,6 +73,8 @@ class Guard:
     def _note_era(self, msg: wire.Message) -> None:
         if msg.method == "initialize":
             self.era = "handshake"
+            return
+        if self.era is not None and msg.method != "server/discover":
             return
         params = msg.params
         meta = params.get("_meta") if isinstance(params, dict) else None
@@ -117,7 +113,7 @@ class Guard:
                               argument_keys=sorted(arguments) if arguments else [])
         if decision.allowed:
             if decision.charges:
-                self.state.record(decision.charges, now, self._windows)
+                self.state.record(decision.charges)
                 return Forward(watch=CallWatch(name, decision.charges))
             return Forward()
         if decision.action == "hide":

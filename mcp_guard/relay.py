@@ -323,7 +323,7 @@ class Relay:
                 f"message of {line.size} bytes exceeds mcp-guard's limit of "
                 f"{self.options.max_message_bytes} bytes (--max-message-bytes)"))
             return
-        if not line.strip():
+        if not line or line.isspace():  # isspace stops at the first other byte; strip() would copy
             return
         parsed = wire.parse(line, strict=True)
         if isinstance(parsed, wire.Message):
@@ -510,7 +510,7 @@ class Relay:
                 else:
                     log.warning("dropped an upstream answer with unknown id %.100r", head[0])
                 return
-        if not line.strip():
+        if not line or line.isspace():  # isspace stops at the first other byte; strip() would copy
             return
         parsed = wire.parse(line, strict=False)
         if not isinstance(parsed, wire.Message):

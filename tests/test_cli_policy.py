@@ -429,7 +429,7 @@ def test_llm_cli_gateway_example() -> None:
     for i in range(30):
         decision = decide(p, ToolCall("codex_request" if i % 2 else "gemini_request", {}), state, float(i) / 100)
         if decision.allowed:
-            state.record(decision.charges, float(i) / 100, {("*_request", "rate_limit"): 60.0})
+            state.record(decision.charges)
             allowed += 1
     assert allowed == 10
     # claude_request may not switch its own permission checks off.

@@ -2,7 +2,7 @@
 
 Policies are built from dicts through the real loader (`policy.loads`), so every table here is also a
 policy a user could write. The clock is injected: `now` is passed in, charges are recorded with
-`state.record(decision.charges, now, windows)` exactly as mcp_guard/guard.py does.
+`state.record(decision.charges)` exactly as mcp_guard/guard.py does.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class Session:
     def call(self, name: str, arguments: Any = None, *, at: float) -> Decision:
         decision = decide(self.policy, ToolCall(name, arguments), self.state, at)
         if decision.allowed and decision.charges:
-            self.state.record(decision.charges, at, self.windows)
+            self.state.record(decision.charges)
         return decision
 
 
