@@ -67,6 +67,11 @@ def run(policy_path: str | None, audit_path: str | None, log_level: str, max_mes
         drain_timeout: float, shutdown_grace: float, command: tuple[str, ...]) -> None:
     """Run COMMAND (an MCP stdio server) behind the policy: mcp-guard run --policy FILE -- COMMAND..."""
     _setup_logging(log_level)
+    for variable in (POLICY_ENV, AUDIT_ENV):
+        if os.environ.get(variable) == "" and not (policy_path if variable == POLICY_ENV else audit_path):
+            # Set but empty (a templated client config whose variable was never filled): refusing beats
+            # silently running without the policy, or without the audit trail.
+            raise Failure(f"{variable} is set but empty; unset it or name a file", 2)
     if not command:
         raise Failure("no server command: use mcp-guard run [--policy FILE] -- COMMAND [ARGS...]", 2)
     policy = _load_policy(policy_path)

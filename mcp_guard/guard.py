@@ -36,10 +36,14 @@ class ListWatch:
 
 @dataclass(slots=True)
 class CallWatch:
-    """An allowed tools/call that took from a limit: an error answer gives the quota back."""
+    """An allowed tools/call that took from a limit: a JSON-RPC error answer gives the quota back,
+    unless the client cancelled the call (a server answers a cancelled call with an error, after it
+    may have done the work)."""
 
     tool: str
     charges: tuple[Charge, ...]
+    id_key: str = ""
+    cancelled: bool = False
 
 
 class Guard:
@@ -50,6 +54,7 @@ class Guard:
         self.clock = clock
         self.state = SessionState()
         self.era: str | None = None  # "handshake" or "stateless", from the client's requests
+        self._charged_calls: dict[str, CallWatch] = {}  # by request id, while the call is in flight
 
     # --- client messages -------------------------------------------------------------------------
 
@@ -66,6 +71,13 @@ class Guard:
         # Every client notification MCP defines lives under notifications/. Anything else (a
         # tools/call sent without an id, say) is something a lenient server might act on unseen.
         if msg.method is not None and msg.method.startswith("notifications/"):
+            if msg.method == "notifications/cancelled" and self._charged_calls:
+                params = msg.params
+                request_id = params.get("requestId") if isinstance(params, dict) else None
+                key = wire.id_key(request_id)
+                watch = self._charged_calls.get(key) if key is not None else None
+                if watch is not None:
+                    watch.cancelled = True
             return Forward()
         self.audit.record("notification_dropped", method=msg.method)
         return Drop(f"{msg.method} is not a notification; requests must carry an id")
@@ -100,6 +112,13 @@ class Guard:
             return Reply(wire.error_response(msg.id, wire.INVALID_PARAMS,
                                              "Invalid params: tools/call needs a string \"name\""))
         assert isinstance(params, dict)
+        for key in params:
+            if key not in ("name", "arguments") and key.casefold() in ("name", "arguments"):
+                # A case-insensitive parser upstream would read this key as the real one.
+                self.audit.record("call", request_id=msg.id, tool=name, action="deny",
+                                  reason=f"ambiguous key {key!r} in params")
+                return Reply(wire.error_response(msg.id, wire.INVALID_PARAMS,
+                                                 f"Invalid params: key {key!r} is ambiguous"))
         arguments = params.get("arguments")
         if arguments is not None and not isinstance(arguments, dict):
             self.audit.record("call", request_id=msg.id, tool=name, action="deny",
@@ -114,7 +133,10 @@ class Guard:
         if decision.allowed:
             if decision.charges:
                 self.state.record(decision.charges)
-                return Forward(watch=CallWatch(name, decision.charges))
+                assert msg.id_key is not None
+                watch = CallWatch(name, decision.charges, msg.id_key)
+                self._charged_calls[msg.id_key] = watch
+                return Forward(watch=watch)
             return Forward()
         if decision.action == "hide":
             log.warning("refused a call to %s: hidden by %s", name, decision.rule or "the default")
@@ -144,15 +166,22 @@ class Guard:
         if isinstance(watch, ListWatch):
             return self._filter_listing(msg, watch)
         if isinstance(watch, CallWatch):
+            self._charged_calls.pop(watch.id_key, None)
             result = msg.body.get("result")
-            if "error" in msg.body or (isinstance(result, dict) and result.get("isError") is True):
+            # Refunded: a JSON-RPC error (the server refused the call: unknown tool, bad params), unless
+            # the client cancelled it; and a stateless-era round that only asks the client for input (the
+            # retry that carries the input is charged in its place). Kept: a result with isError, since
+            # the tool ran and may have done what it does before failing.
+            if ("error" in msg.body and not watch.cancelled) or (
+                    isinstance(result, dict) and result.get("resultType") == "input_required"):
                 self.state.refund(watch.charges)
                 self.audit.record("refund", tool=watch.tool, request_id=msg.id)
         return Forward()
 
     def upstream_answer_lost(self, watch: Any) -> None:
         # The call may or may not have run: its quota stays taken.
-        return None
+        if isinstance(watch, CallWatch):
+            self._charged_calls.pop(watch.id_key, None)
 
     def _filter_listing(self, msg: wire.Message, watch: ListWatch) -> Forward | Reply:
         if "error" in msg.body:

@@ -7,6 +7,7 @@ can be found) and the problem, so `mcp-guard run` can stop with exit status 2 be
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
@@ -184,6 +185,7 @@ def load(path: str | Path) -> Policy:
 
 def loads(text: str, file: str = "<policy>") -> Policy:
     data = _parse(text, file)
+    _refuse_non_finite(data, text, file, [])
     _validate_isolated(data, text, file)
     return _build(data, text, file)
 
@@ -241,6 +243,19 @@ def _duplicate_checked(file: str) -> Any:
         return obj
 
     return hook
+
+
+def _refuse_non_finite(node: Any, text: str, file: str, path: list[Any]) -> None:
+    """YAML has .nan and .inf; a NaN limit compares false with everything and would disable it."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise PolicyError(file, f"{node} is not a finite number (a NaN or infinite limit would not limit)",
+                          _json_path(path), _line_of(text, path))
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _refuse_non_finite(value, text, file, path + [key])
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            _refuse_non_finite(value, text, file, path + [index])
 
 
 def _no_constant(file: str) -> Any:

@@ -16,9 +16,7 @@ direction. The event loop keeps what is not per-message: signals, timeouts, shut
 from __future__ import annotations
 
 import logging
-import math
 import os
-import re
 import secrets
 import signal
 import threading
@@ -101,11 +99,13 @@ class PassThrough:
 
 @dataclass(slots=True)
 class Pending:
-    """A client request forwarded upstream and not yet answered."""
+    """A client request forwarded upstream and not yet answered (or, `forwarded` False, one whose id is
+    reserved while a deferred decision is made: the upstream has never seen it, so no answer can match)."""
 
     id: Any
     method: str
     watch: Any = None
+    forwarded: bool = True
 
 
 @dataclass
@@ -124,7 +124,6 @@ class _OwnRequest:
 # Above this size an upstream answer that nothing needs to inspect is passed on by its id alone.
 LARGE_ANSWER_BYTES = 1024 * 1024
 
-_HEAD_ID = re.compile(rb'"id"\s*:\s*("(?:[^"\\]|\\.){0,200}"|-?\d{1,40})')
 
 
 class Relay:
@@ -315,7 +314,7 @@ class Relay:
 
     def _on_client_line(self, line: bytes | Oversized) -> None:
         if isinstance(line, Oversized):
-            request_id = _id_from_head(line.head)
+            request_id = wire.head_id(line.head)
             log.warning("refused a client message of %d bytes (limit %d)", line.size,
                         self.options.max_message_bytes)
             self._to_client(wire.error_response(
@@ -325,6 +324,12 @@ class Relay:
             return
         if not line or line.isspace():  # isspace stops at the first other byte; strip() would copy
             return
+        if b"\r" in line:
+            # A raw CR can only be whitespace between tokens (strings cannot hold one), but an SDK reading
+            # with universal newlines would split the message there: drop it, meaning unchanged.
+            line = line.replace(b"\r", b"")
+            if not line or line.isspace():
+                return
         parsed = wire.parse(line, strict=True)
         if isinstance(parsed, wire.Message):
             if parsed.kind == "request":
@@ -373,7 +378,7 @@ class Relay:
             return
         if isinstance(action, Defer):
             # Reserve the id so a second request with it is refused while the decision is pending.
-            self.pending_requests[msg.id_key] = Pending(msg.id, msg.method)
+            self.pending_requests[msg.id_key] = Pending(msg.id, msg.method, forwarded=False)
             tg = self._tg
             assert tg is not None
             self._outbox.deferred.append(lambda: tg.start_soon(self._decide_later, msg, action))
@@ -495,7 +500,7 @@ class Relay:
         if isinstance(line, Oversized):
             log.warning("dropped a message of %d bytes from the upstream (limit %d)", line.size,
                         self.options.max_message_bytes)
-            self._answer_lost(_id_from_head(line.head), wire.MESSAGE_TOO_LARGE,
+            self._answer_lost(wire.head_id(line.head), wire.MESSAGE_TOO_LARGE,
                                     f"the upstream server's answer of {line.size} bytes exceeds mcp-guard's "
                                     f"limit of {self.options.max_message_bytes} bytes (--max-message-bytes)")
             return
@@ -505,7 +510,9 @@ class Relay:
             head = wire.response_id(line)
             if head is not None:
                 key = wire.id_key(head[0])
-                if key is not None and self.pending_requests.pop(key, None) is not None:
+                entry = self.pending_requests.get(key) if key is not None else None
+                if entry is not None and entry.forwarded:
+                    del self.pending_requests[key]  # type: ignore[arg-type]
                     self._to_client(line)
                 else:
                     log.warning("dropped an upstream answer with unknown id %.100r", head[0])
@@ -516,13 +523,21 @@ class Relay:
         if not isinstance(parsed, wire.Message):
             reason = parsed.reason if isinstance(parsed, wire.Malformed) else "a batch"
             log.warning("dropped a malformed message from the upstream server (%s): %.200r", reason, line)
-            self._answer_lost(_id_from_head(line[:512]), wire.INTERNAL_ERROR,
-                                    "the upstream server sent a malformed answer")
+            if isinstance(parsed, wire.Batch):  # MCP has no batches: fail what they answer, visibly
+                ids = [item.get("id") for item in parsed.items if isinstance(item, dict)]
+            else:
+                ids = [wire.head_id(line[:512])]
+            for request_id in ids:
+                self._answer_lost(request_id, wire.INTERNAL_ERROR, "the upstream server sent a malformed answer")
             return
         if parsed.kind != "response":
             self._to_client(line)
             return
-        entry = self.pending_requests.pop(parsed.id_key, None) if parsed.id_key is not None else None
+        entry = self.pending_requests.get(parsed.id_key) if parsed.id_key is not None else None
+        if entry is not None and entry.forwarded:
+            del self.pending_requests[parsed.id_key]  # type: ignore[arg-type]
+        else:
+            entry = None
         if entry is None:
             # An answer to nothing we forwarded (a second answer, an id we never sent): passing it on
             # could hand the client an unfiltered listing under a reused id.
@@ -546,26 +561,10 @@ class Relay:
         """An upstream line we could not pass on may have been the answer to a pending request: if its
         head names one, the client gets an error for it instead of waiting for ever."""
         key = wire.id_key(request_id)
-        entry = self.pending_requests.pop(key, None) if key is not None else None
-        if entry is None:
+        entry = self.pending_requests.get(key) if key is not None else None
+        if entry is None or not entry.forwarded:
             return
+        del self.pending_requests[key]  # type: ignore[arg-type]
         if entry.watch is not None:
             self.interceptor.upstream_answer_lost(entry.watch)
         self._to_client(wire.error_response(entry.id, code, message))
-
-
-def _id_from_head(head: bytes) -> Any:
-    """Best effort: the id of a message we cannot parse whole, from its first bytes."""
-    match = _HEAD_ID.search(head)
-    if match is None:
-        return None
-    token = match.group(1)
-    if token.startswith(b'"'):
-        import json
-
-        try:
-            return json.loads(token)
-        except ValueError:
-            return None
-    value = int(token)
-    return value if not math.isnan(value) else None

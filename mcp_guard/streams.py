@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import select
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -57,8 +58,6 @@ def _read_some(fd: int, size: int) -> bytes:
             continue
         except BlockingIOError:
             # Someone handed us a non-blocking descriptor: wait for it the plain way.
-            import select
-
             select.select([fd], [], [])
         except OSError as exc:
             if exc.errno in (errno.EIO, errno.ECONNRESET, errno.EBADF):
@@ -153,11 +152,17 @@ class LineWriter:
         total = sum(len(b) for b in buffers)
         with self._lock:
             try:
-                written = os.writev(self.fd, buffers)
+                try:
+                    written = os.writev(self.fd, buffers)
+                except BlockingIOError:
+                    written = 0  # someone handed us a non-blocking descriptor: wait below
                 if written < total:
                     view = memoryview(b"".join(buffers))[written:]
                     while view:
-                        view = view[os.write(self.fd, view):]
+                        try:
+                            view = view[os.write(self.fd, view):]
+                        except BlockingIOError:
+                            select.select([], [self.fd], [])
             except (BrokenPipeError, ConnectionResetError) as exc:
                 self.closed = True
                 raise StreamClosed from exc

@@ -74,6 +74,14 @@ def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             if key in seen:
                 raise _DuplicateKey(f"duplicate key {key!r}")
             seen.add(key)
+    if len(pairs) > 1 and len({key.casefold() for key in obj}) != len(obj):
+        # Go's encoding/json (and so some MCP servers) matches keys case-insensitively, folding
+        # ſ to s and K (Kelvin) to k, and keeps the last: {"name": "a", "Name": "b"} is "b" there.
+        folded: dict[str, str] = {}
+        for key in obj:
+            other = folded.setdefault(key.casefold(), key)
+            if other != key:
+                raise _DuplicateKey(f"keys {other!r} and {key!r} differ only in case")
     return obj
 
 
@@ -83,17 +91,14 @@ _plain_decoder = json.JSONDecoder(parse_constant=_reject_constant)
 
 def id_key(value: Any) -> str | None:
     """The key a JSON-RPC id is matched by. SDK clients accept "5" as the answer to 5, so both map to
-    "5"; an integral float maps the same way. Returns None for a value that is not a usable id."""
+    "5". Returns None for a value that is not a usable id: only strings and integers are (the SDKs read
+    5.0 as no id at all, so a request carrying it would never be answered)."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, str):
         return value
     if isinstance(value, int):
         return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return None
-        return str(int(value)) if value.is_integer() else repr(value)
     return None
 
 
@@ -119,7 +124,7 @@ def parse(line: bytes, *, strict: bool = True) -> Message | Malformed | Batch:
         return Malformed(f"not valid JSON ({_short(exc)})")
     if isinstance(body, list):
         return Batch(body)
-    return classify(body, line)
+    return classify(body, line, strict)
 
 
 _top_level_pairs = json.JSONDecoder(object_pairs_hook=lambda pairs: pairs, parse_constant=_reject_constant)
@@ -135,19 +140,29 @@ def _unambiguous_id(line: bytes) -> Any:
     if not isinstance(pairs, list) or not all(isinstance(p, tuple) for p in pairs):
         return None
     keys = [key for key, _ in pairs]
-    if len(keys) != len(set(keys)):
+    if len({key.casefold() for key in keys}) != len(keys):
         return None
     value = dict(pairs).get("id")
     return value if id_key(value) is not None else None
 
 
-def classify(body: Any, raw: bytes) -> Message | Malformed:
-    """Sort a decoded value into request, notification or response, refusing anything else."""
+MEMBERS = frozenset({"jsonrpc", "id", "method", "params", "result", "error"})
+
+
+def classify(body: Any, raw: bytes, strict: bool = False) -> Message | Malformed:
+    """Sort a decoded value into request, notification or response, refusing anything else. `strict`
+    also refuses a top-level key that is a JSON-RPC member name in another case ("Method", "ID"),
+    which a case-insensitive parser upstream would read as that member."""
     if not isinstance(body, dict):
         return Malformed("a JSON-RPC message must be an object", INVALID_REQUEST)
     has_id = "id" in body
     msg_id = body.get("id")
     key = id_key(msg_id) if has_id else None
+    if strict:
+        for name in body:
+            if name not in MEMBERS and name.casefold() in MEMBERS:
+                return Malformed(f"key {name!r} is not {name.casefold()!r}: the message is ambiguous",
+                                 INVALID_REQUEST, msg_id if key else None, key is not None)
     if body.get("jsonrpc") != "2.0":
         return Malformed('"jsonrpc" must be "2.0"', INVALID_REQUEST, msg_id if key else None, key is not None)
     if "method" in body:
@@ -160,7 +175,11 @@ def classify(body: Any, raw: bytes) -> Message | Malformed:
         if not has_id:
             return Message("notification", raw, body, method)
         if key is None:
-            return Malformed("a request id must be a string or a number", INVALID_REQUEST)
+            # A float id is answered under that id (the sender can match it) but never forwarded: the
+            # SDKs read 5.0 as no id at all, so the upstream would never answer it.
+            echo = isinstance(msg_id, float) and math.isfinite(msg_id)
+            return Malformed("a request id must be a string or an integer", INVALID_REQUEST,
+                             msg_id if echo else None, echo)
         return Message("request", raw, body, method, msg_id, key)
     if has_id and (("result" in body) != ("error" in body)):
         if key is None and msg_id is not None:
@@ -173,6 +192,24 @@ def classify(body: Any, raw: bytes) -> Message | Malformed:
 _RESPONSE_HEAD = re.compile(
     rb'\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*(-?(?:0|[1-9]\d{0,30})|"(?:[^"\\]|\\.){0,256}")'
     rb'\s*,\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"(?:result|error)"\s*:')
+
+
+_HEAD_ID = re.compile(
+    rb'\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*(-?(?:0|[1-9]\d{0,30})|"(?:[^"\\]|\\.){0,256}")\s*[,}]')
+
+
+def head_id(head: bytes) -> Any:
+    """Best effort, for a line that cannot be parsed whole (too long, or cut off): its id, but only when
+    the line starts the way a message does ({"jsonrpc":"2.0","id":...), so that an "id" somewhere
+    inside it (a stray debug print, a nested object) is never taken for it."""
+    match = _HEAD_ID.match(head)
+    if match is None:
+        return None
+    try:
+        value = json.loads(match.group(1))
+    except ValueError:
+        return None
+    return value if id_key(value) is not None else None
 
 
 def response_id(line: bytes) -> tuple[Any] | None:

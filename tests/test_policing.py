@@ -320,17 +320,36 @@ def test_default_deny_reason(guarded):
     assert g.upstream_calls() == ["allowed"]
 
 
-@pytest.mark.parametrize("how", ["jsonrpc_error", "is_error"])
-def test_quota_given_back_when_upstream_fails(guarded, how):
-    env = {"ERROR_TOOLS": "flaky_tool,flaky_budget"} if how == "jsonrpc_error" else \
-        {"ISERROR_TOOLS": "flaky_tool,flaky_budget"}
-    g = guarded(env=env)
+def test_quota_given_back_when_upstream_refuses_with_a_jsonrpc_error(guarded):
+    g = guarded(env={"ERROR_TOOLS": "flaky_tool,flaky_budget"})
     for _ in range(3):
         answer = g.call("flaky_tool", {})
         assert DECISION not in json.dumps(answer), answer  # the upstream's own failure, not a refusal
         answer = g.call("flaky_budget", {"cost": 5})
         assert DECISION not in json.dumps(answer), answer
     assert g.upstream_calls() == ["flaky_tool", "flaky_budget"] * 3
+
+
+def test_quota_kept_when_the_tool_ran_and_reported_is_error(guarded):
+    # isError means the tool ran (and may have done its work before failing): no refund, or an agent
+    # could repeat a side effect for ever by making it fail afterwards.
+    g = guarded(env={"ISERROR_TOOLS": "flaky_tool"})
+    answer = g.call("flaky_tool", {})
+    assert answer["result"]["isError"] is True and DECISION not in json.dumps(answer)
+    assert_refused(g.call("flaky_tool", {}), "flaky_tool", "deny", "flaky_tool")
+    assert g.upstream_calls() == ["flaky_tool"]
+
+
+def test_quota_kept_when_the_client_cancelled_the_call(guarded):
+    # A server answers a cancelled call with an error, possibly after doing the work: no refund.
+    g = guarded(env={"ERROR_TOOLS": "flaky_tool", "SLOW_TOOLS": "flaky_tool"})
+    g.proc.send({"jsonrpc": "2.0", "id": 77, "method": "tools/call",
+                 "params": {"name": "flaky_tool", "arguments": {"ms": 300}}})
+    g.proc.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 77}})
+    answer = g.proc.recv(10)
+    assert answer["id"] == 77 and "error" in answer
+    assert_refused(g.call("flaky_tool", {}), "flaky_tool", "deny", "flaky_tool")
+    assert g.upstream_calls() == ["flaky_tool"]
 
 
 def test_quota_kept_when_upstream_succeeds(guarded):
@@ -690,3 +709,49 @@ def test_sdk_client_sees_the_policy(tmp_path, mode):
     assert calls == ["allowed"]
     first = json.loads(record.read_bytes().splitlines()[0])
     assert first["method"] == ("initialize" if mode == "legacy" else "server/discover")
+
+
+# --- from the security review: parsers that read keys case-insensitively ---------------------------------
+
+CASE_SMUGGLING = [
+    # Go's encoding/json matches struct fields case-insensitively (folding ſ to s, K to k) and keeps the
+    # last key: each of these is a call to a hidden or denied tool for such a server.
+    b'{"jsonrpc":"2.0","id":1,"method":"ping","Method":"tools/call","params":{"name":"llm_job_cancel"}}',
+    b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"allowed","Name":"llm_job_cancel"}}',
+    b'{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"allowed"},"paramS":{"name":"secret_tool"}}',
+    '{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"allowed"},"param\u017f":{"name":"x"}}'.encode(),
+    b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"args_tool","arguments":'
+    b'{"path":"/tmp/a","PATH":"/etc/passwd"}}}',
+    b'{"jsonrpc":"2.0","id":6,"result":{},"METHOD":"tools/call","params":{"name":"llm_job_cancel"}}',
+    b'{"jsonrpc":"2.0","method":"notifications/x","METHOD":"tools/call","ID":7,"params":{"name":"secret_tool"}}',
+    b'{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"allowed","NAME":"secret_tool"}}',
+    b'{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"NAME":"secret_tool","arguments":{}}}',
+]
+
+
+@pytest.mark.parametrize("line", CASE_SMUGGLING, ids=range(len(CASE_SMUGGLING)))
+def test_keys_differing_only_in_case_are_refused(guarded, line):
+    g = guarded()
+    g.proc.send(line)
+    answer = g.proc.recv(10)
+    assert "error" in answer and answer["error"]["code"] in (-32600, -32602), answer
+    recorded = g.recorded_raw()
+    assert line not in recorded, "an ambiguous message reached the upstream"
+    assert all(b"tools/call" not in entry for entry in recorded)
+
+
+def test_raw_carriage_returns_are_removed_not_forwarded(guarded):
+    # An SDK reading with universal newlines would split the message at a bare CR.
+    g = guarded()
+    g.proc.send(b'{"jsonrpc":"2.0",\r"id":6,\r"method":"tools/call","params":{"name":"allowed"}}\r')
+    answer = g.proc.recv(10)
+    assert answer["id"] == 6 and "result" in answer
+    assert all(b"\r" not in line for line in g.recorded_raw())
+
+
+def test_stray_id_inside_a_malformed_upstream_line_fails_no_request(guarded):
+    g = guarded(env={"SLOW_TOOLS": "allowed"})
+    g.proc.send({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                 "params": {"name": "allowed", "arguments": {"ms": 300, "note": "progress: {\"id\": 1}"}}})
+    answer = g.proc.recv(10)
+    assert answer["id"] == 1 and "result" in answer, answer

@@ -40,6 +40,7 @@ class AskingInterceptor(PassThrough):
 
 def run_relay(tmp_path: Path, client_script: Any) -> tuple[list[dict[str, Any]], list[bytes], int]:
     os.environ["RECORD_FILE"] = str(tmp_path / "record.jsonl")
+    Path(os.environ["RECORD_FILE"]).touch()
     client_to_guard_r, client_to_guard_w = os.pipe()
     guard_to_client_r, guard_to_client_w = os.pipe()
     upstream = Upstream.start(SERVER)
@@ -114,3 +115,38 @@ def test_declined_deferred_call_never_reaches_the_upstream(tmp_path: Path) -> No
     assert received[1] == {"jsonrpc": "2.0", "id": "a", "error": {"code": wire.GUARD_REFUSED, "message": "declined"}}
     assert received[2]["id"] == "b"
     assert [json.loads(line)["method"] for line in record] == ["ping"]
+
+
+FORGER = [sys.executable, "-c", """
+import json, sys
+forged = False
+for line in sys.stdin:
+    message = json.loads(line)
+    if not forged:
+        # An answer to id 1, which this server has never received: it is still being decided on.
+        print(json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"forged": True}}), flush=True)
+        forged = True
+    if "id" in message and "method" in message:
+        print(json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": {"echo": message["method"]}}), flush=True)
+"""]
+
+
+def test_an_upstream_cannot_answer_a_request_it_never_received(tmp_path: Path) -> None:
+    seen: dict[str, Any] = {}
+
+    def script(send: Any, recv: Any) -> None:
+        send({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "x"}})
+        question = recv()
+        send({"jsonrpc": "2.0", "id": 2, "method": "ping"})
+        seen["ping"] = recv()  # the forged answer to 1 comes first from the server, and must be dropped
+        send({"jsonrpc": "2.0", "id": question["id"], "result": {"action": "accept"}})
+        seen["call"] = recv()
+
+    global SERVER
+    saved, SERVER = SERVER, FORGER
+    try:
+        received, _, _ = run_relay(tmp_path, script)
+    finally:
+        SERVER = saved
+    assert seen["ping"] == {"jsonrpc": "2.0", "id": 2, "result": {"echo": "ping"}}
+    assert seen["call"] == {"jsonrpc": "2.0", "id": 1, "result": {"echo": "tools/call"}}

@@ -1,0 +1,59 @@
+"""Unit tests of the interceptor's quota bookkeeping, with an injected clock (no processes)."""
+
+from __future__ import annotations
+
+import json
+
+from mcp_guard import wire
+from mcp_guard.guard import Guard
+from mcp_guard.policy import loads
+from mcp_guard.relay import Forward
+
+POLICY = loads(json.dumps({"version": "1", "rules": {"work": {"rate_limit": {"max": 1, "window": 3600}}}}))
+
+
+def message(body: dict) -> wire.Message:
+    parsed = wire.parse(json.dumps(body).encode())
+    assert isinstance(parsed, wire.Message)
+    return parsed
+
+
+def call(guard: Guard, request_id: int) -> object:
+    return guard.client_request(message({"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
+                                         "params": {"name": "work", "arguments": {}}}))
+
+
+def test_an_input_required_round_gives_its_charge_back() -> None:
+    # 2026-07-28: a tool that needs input answers resultType input_required; the client retries with
+    # inputResponses under a new id. One logical call must cost one unit, not one per round.
+    guard = Guard(POLICY, clock=lambda: 100.0)
+    first = call(guard, 1)
+    assert isinstance(first, Forward) and first.watch is not None
+    guard.upstream_answer(message({"jsonrpc": "2.0", "id": 1, "result": {
+        "resultType": "input_required", "inputRequests": {}, "requestState": "x"}}), first.watch)
+    retry = call(guard, 2)
+    assert isinstance(retry, Forward), "the retry that carries the input must be allowed"
+    guard.upstream_answer(message({"jsonrpc": "2.0", "id": 2, "result": {
+        "resultType": "complete", "content": []}}), retry.watch)
+    third = call(guard, 3)
+    assert not isinstance(third, Forward), "the completed call keeps its unit"
+
+
+def test_a_cancelled_call_keeps_its_charge_even_if_answered_with_an_error() -> None:
+    guard = Guard(POLICY, clock=lambda: 100.0)
+    first = call(guard, 1)
+    assert isinstance(first, Forward)
+    guard.client_notification(message({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                                       "params": {"requestId": 1}}))
+    guard.upstream_answer(message({"jsonrpc": "2.0", "id": 1, "error": {"code": 0, "message": "cancelled"}}),
+                          first.watch)
+    assert not isinstance(call(guard, 2), Forward)
+
+
+def test_a_jsonrpc_error_gives_the_charge_back() -> None:
+    guard = Guard(POLICY, clock=lambda: 100.0)
+    first = call(guard, 1)
+    assert isinstance(first, Forward)
+    guard.upstream_answer(message({"jsonrpc": "2.0", "id": 1, "error": {"code": -32602, "message": "bad"}}),
+                          first.watch)
+    assert isinstance(call(guard, 2), Forward)
