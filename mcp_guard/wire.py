@@ -67,22 +67,19 @@ def _reject_constant(name: str) -> Any:
 
 
 def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
+    # One set of case-folded keys catches both exact duplicates and keys that differ only in case: Go's
+    # encoding/json (and so some MCP servers) matches keys case-insensitively, folding ſ to s and K
+    # (Kelvin) to k, and keeps the last, so {"name": "a", "Name": "b"} is "b" there.
+    if len(pairs) > 1 and len({key.casefold() for key, _ in pairs}) != len(pairs):
+        seen: dict[str, str] = {}
         for key, _ in pairs:
-            if key in seen:
-                raise _DuplicateKey(f"duplicate key {key!r}")
-            seen.add(key)
-    if len(pairs) > 1 and len({key.casefold() for key in obj}) != len(obj):
-        # Go's encoding/json (and so some MCP servers) matches keys case-insensitively, folding
-        # ſ to s and K (Kelvin) to k, and keeps the last: {"name": "a", "Name": "b"} is "b" there.
-        folded: dict[str, str] = {}
-        for key in obj:
-            other = folded.setdefault(key.casefold(), key)
-            if other != key:
-                raise _DuplicateKey(f"keys {other!r} and {key!r} differ only in case")
-    return obj
+            folded = key.casefold()
+            if folded in seen:
+                other = seen[folded]
+                raise _DuplicateKey(f"duplicate key {key!r}" if other == key
+                                    else f"keys {other!r} and {key!r} differ only in case")
+            seen[folded] = key
+    return dict(pairs)
 
 
 _strict_decoder = json.JSONDecoder(object_pairs_hook=_strict_object, parse_constant=_reject_constant)
