@@ -127,27 +127,25 @@ def check(policy_file: str, command: tuple[str, ...], timeout: float) -> None:
     for finding in findings:
         click.echo(f"{policy_file}: warning: {finding}")
     if tools is not None:
-        from .engine import SessionState as _State
-        from .engine import ToolCall, decide, visible
+        from .engine import select_rule, visible
 
         shown = [tool["name"] for tool in tools if visible(policy, tool["name"])]
         click.echo(f"The server offers {len(tools)} tool(s); the agent will see {len(shown)}:")
         for tool in tools:
             name = tool["name"]
-            decision = decide(policy, ToolCall(name, {}), _State(), 0.0)
-            label: str = "hidden" if decision.action == "hide" else decision.action
-            if decision.action == "allow" and (decision.charges or _rule_has_limits(policy, decision.rule)):
+            # What the rule says, not what a call with no arguments would get: an argument schema
+            # that requires something would otherwise show an allowed tool as denied.
+            rule = select_rule(policy, name)
+            action = rule.action if rule else policy.default
+            label: str = "hidden" if action == "hide" else action
+            if action == "allow" and rule is not None and (
+                    rule.rate_limit or rule.budget or rule.arguments is not None):
                 label = "allow (limited)"
-            click.echo(f"  {label:<18} {name}  [{decision.rule or 'default'}]")
+            click.echo(f"  {label:<18} {name}  [{rule.key if rule else 'default'}]")
     if findings:
         click.echo(f"{policy_file}: {len(findings)} warning(s)")
         sys.exit(1)
     click.echo(f"{policy_file}: OK")
-
-
-def _rule_has_limits(policy: Any, key: str | None) -> bool:
-    return any(rule.key == key and (rule.rate_limit or rule.budget or rule.arguments is not None)
-               for rule in policy.rules)
 
 
 @cli.command()

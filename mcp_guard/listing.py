@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import queue
+import signal
 import subprocess
 import threading
 from typing import Any
@@ -99,12 +100,18 @@ def list_tools(command: list[str], timeout: float) -> list[dict[str, Any]]:
                 break
         return tools
     finally:
+        # The stdio shutdown order, then what the server started goes with it (its process group).
         upstream.close_stdin()
         try:
             process.wait(2)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            upstream.signal_group(signal.SIGTERM)
+            try:
+                process.wait(2)
+            except subprocess.TimeoutExpired:
+                pass
+        upstream.signal_group(signal.SIGKILL)
+        process.wait()
 
 
 def _read_blocking(fd: int) -> bytes:

@@ -111,7 +111,7 @@ class Upstream:
                 await anyio.sleep(0.01)
         return self.process.poll()
 
-    def _signal_group(self, sig: int) -> None:
+    def signal_group(self, sig: int) -> None:
         try:
             os.killpg(self.process.pid, sig)
         except (ProcessLookupError, PermissionError):
@@ -126,14 +126,14 @@ class Upstream:
         self.close_stdin()
         code = await self.wait(grace)
         if code is None:
-            self._signal_group(signal.SIGTERM)
+            self.signal_group(signal.SIGTERM)
             code = await self.wait(term_grace)
         if code is None:
-            self._signal_group(signal.SIGKILL)
+            self.signal_group(signal.SIGKILL)
             code = await self.wait(5.0)
         else:
             # The child is gone; make sure nothing it started in its group stays behind.
-            self._signal_group(signal.SIGKILL)
+            self.signal_group(signal.SIGKILL)
         if self.process.stdout is not None:
             try:
                 self.process.stdout.close()

@@ -460,3 +460,18 @@ def test_allow_list_example() -> None:
     assert call("claude_request", {"prompt": "x"}) == "deny"
     assert call("claude_request", {"prompt": "x", "maxBudgetUsd": 0.5, "dangerouslySkipPermissions": True}) == "deny"
     assert call("llm_job_cancel", {"jobId": "j"}) == "hide"
+
+
+def test_check_shows_an_argument_constrained_tool_as_allowed_not_denied(tmp_path: Path) -> None:
+    """`check -- COMMAND` shows what the rule says; a schema that requires an argument must not make an
+    allowed tool look denied (a call with no arguments would be refused, but that is not the tool's fate)."""
+    policy = tmp_path / "p.json"
+    policy.write_text(json.dumps({"version": "1", "rules": {"llm_job_status": {"arguments": {
+        "type": "object", "required": ["jobId"]}}}}))
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(guard_command() + ["check", str(policy), "--", sys.executable,
+                                               str(root / "examples" / "llm_gateway_server.py")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if " llm_job_status " in line)
+    assert line.split()[0] == "allow", line
