@@ -310,7 +310,9 @@ class Relay:
                     f"{self.options.drain_timeout:g} s after the client closed its input",
                 )
             await self._write_from_loop()
-        self._finish(0 if not self._upstream_gone else self._exit_code)
+        if self._upstream_gone:
+            return  # the child ended with requests unanswered: _upstream_ended gives its status
+        self._finish(0)
 
     def _on_client_line(self, line: bytes | Oversized) -> None:
         if isinstance(line, Oversized):
