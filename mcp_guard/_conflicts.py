@@ -16,17 +16,26 @@ _DIST_INFO = re.compile(r"^(bonanza_mcp_guard|mcp_guardrails)-([^-]+)\.dist-info
 
 
 def foreign_distributions() -> list[str]:
-    """`name version` of each conflicting distribution installed beside this package."""
-    site = Path(__file__).resolve().parent.parent
-    try:
-        entries = os.listdir(site)
-    except OSError:
-        return []
-    found = []
-    for entry in entries:
-        match = _DIST_INFO.match(entry)
-        if match:
-            found.append(f"{FOREIGN[match.group(1).lower()]} {match.group(2)}")
+    """`name version` of each conflicting distribution installed beside this package, or in this
+    interpreter's site-packages (which is elsewhere when mcp-guard is installed in editable mode)."""
+    import sysconfig
+
+    places = {Path(__file__).resolve().parent.parent}
+    for key in ("purelib", "platlib"):
+        try:
+            places.add(Path(sysconfig.get_paths()[key]))
+        except (KeyError, OSError):
+            pass
+    found = set()
+    for site in places:
+        try:
+            entries = os.listdir(site)
+        except OSError:
+            continue
+        for entry in entries:
+            match = _DIST_INFO.match(entry)
+            if match:
+                found.add(f"{FOREIGN[match.group(1).lower()]} {match.group(2)}")
     return sorted(found)
 
 

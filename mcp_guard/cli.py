@@ -47,7 +47,7 @@ def cli() -> None:
     constrain tool calls."""
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@cli.command(context_settings={"allow_interspersed_args": False})
 @click.option("--policy", "policy_path", envvar=POLICY_ENV, type=click.Path(dir_okay=False),
               help=f"Policy file (JSON, or YAML by extension). Also ${POLICY_ENV}. Without one, "
                    "everything passes.")

@@ -56,7 +56,9 @@ def lint(policy: Policy) -> list[str]:
                             f"every tool it matches (for example {samples[0]!r})")
         for kind, limit in (("rate_limit", rule.rate_limit), ("budget", rule.budget)):
             if limit is not None and limit.max == 0:
-                findings.append(f"rules.{rule.key}.{kind} has max 0: every call is refused; "
+                refused = ("every call is refused" if kind == "rate_limit"
+                           else "every call that costs anything is refused")
+                findings.append(f"rules.{rule.key}.{kind} has max 0: {refused}; "
                                 "say action \"deny\" if that is what you mean")
             elif limit is not None and limit.window == 0:
                 findings.append(f"rules.{rule.key}.{kind} has window 0, so it limits nothing")

@@ -71,3 +71,22 @@ def test_alone_there_is_no_warning(tmp_path: Path) -> None:
     install_ours(tmp_path)
     result = run_command(tmp_path, "--version")
     assert result.returncode == 0 and result.stderr == ""
+
+
+def test_an_editable_install_still_sees_a_conflict_in_site_packages(tmp_path: Path) -> None:
+    """With `pip install -e .` the package lives in the checkout, but the other project's files land in
+    the interpreter's site-packages: the warning must come from there too."""
+    import sysconfig
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    (site / "mcp_guardrails-0.5.2.dist-info").mkdir(parents=True)
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import mcp_guard_launcher; "
+            "mcp_guard_launcher.main()")
+    result = subprocess.run([str(python), "-c", code, "--version"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "mcp-guardrails 0.5.2 is installed in the same Python environment" in result.stderr
+    assert sysconfig.get_paths()["purelib"] != str(site)

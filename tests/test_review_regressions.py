@@ -62,3 +62,23 @@ def test_a_non_blocking_stdout_gets_whole_lines(tmp_path: Path) -> None:
     answer = json.loads(data)
     assert answer["id"] == 41
     assert proc.stderr is not None and b"Traceback" not in proc.stderr.read()
+
+
+@pytest.mark.parametrize("args", [["run", "--polcy", "p.json", "--", "true"],
+                                  ["run", "--policy", "p.json", "--bogus", "--", "true"]])
+def test_a_misspelled_option_is_named_not_run_as_the_command(tmp_path: Path, args: list[str]) -> None:
+    (tmp_path / "p.json").write_text('{"version": "1"}')
+    result = subprocess.run(guard_command() + args, cwd=tmp_path, capture_output=True, timeout=30,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 2
+    assert b"No such option" in result.stderr and b"command not found" not in result.stderr
+    assert b"Traceback" not in result.stderr and result.stdout == b""
+
+
+def test_server_arguments_after_the_separator_are_the_servers(tmp_path: Path) -> None:
+    marker = tmp_path / "argv.json"
+    script = f"import json, sys; json.dump(sys.argv[1:], open({str(marker)!r}, 'w'))"
+    result = subprocess.run(guard_command() + ["run", "--", sys.executable, "-c", script, "--policy", "-x", "--"],
+                            capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(marker.read_text()) == ["--policy", "-x", "--"]
