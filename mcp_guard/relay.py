@@ -125,7 +125,6 @@ class _OwnRequest:
 LARGE_ANSWER_BYTES = 1024 * 1024
 
 
-
 class Relay:
     def __init__(
         self,
@@ -435,6 +434,9 @@ class Relay:
             own.answer = msg
             self._outbox.deferred.append(own.done.set)  # an anyio.Event is set on the loop's thread
             return
+        if msg.id_key is not None and msg.id_key.startswith(self._own_prefix):
+            log.info("dropped a late answer to mcp-guard's own request %s", msg.id_key)
+            return  # ours, after we stopped waiting: never the upstream's business
         self._to_upstream(msg.raw)
 
     # --- mcp-guard's own requests to the client -------------------------------------------------
