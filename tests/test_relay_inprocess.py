@@ -38,13 +38,14 @@ class AskingInterceptor(PassThrough):
         return Defer(decision)
 
 
-def run_relay(tmp_path: Path, client_script: Any) -> tuple[list[dict[str, Any]], list[bytes], int]:
+def run_relay(tmp_path: Path, client_script: Any, interceptor_class: type[AskingInterceptor] = AskingInterceptor,
+              server: list[str] = SERVER) -> tuple[list[dict[str, Any]], list[bytes], int]:
     os.environ["RECORD_FILE"] = str(tmp_path / "record.jsonl")
     Path(os.environ["RECORD_FILE"]).touch()
     client_to_guard_r, client_to_guard_w = os.pipe()
     guard_to_client_r, guard_to_client_w = os.pipe()
-    upstream = Upstream.start(SERVER)
-    interceptor = AskingInterceptor()
+    upstream = Upstream.start(server)
+    interceptor = interceptor_class()
     relay = Relay(client_to_guard_r, guard_to_client_w, upstream, interceptor, Options(shutdown_grace=1))
     interceptor.relay = relay
     received: list[dict[str, Any]] = []
@@ -142,11 +143,30 @@ def test_an_upstream_cannot_answer_a_request_it_never_received(tmp_path: Path) -
         send({"jsonrpc": "2.0", "id": question["id"], "result": {"action": "accept"}})
         seen["call"] = recv()
 
-    global SERVER
-    saved, SERVER = SERVER, FORGER
-    try:
-        received, _, _ = run_relay(tmp_path, script)
-    finally:
-        SERVER = saved
+    run_relay(tmp_path, script, server=FORGER)
     assert seen["ping"] == {"jsonrpc": "2.0", "id": 2, "result": {"echo": "ping"}}
     assert seen["call"] == {"jsonrpc": "2.0", "id": 1, "result": {"echo": "tools/call"}}
+
+
+def test_a_late_answer_to_our_own_request_is_not_forwarded(tmp_path: Path) -> None:
+    class Impatient(AskingInterceptor):
+        def client_request(self, msg: wire.Message) -> Any:
+            if msg.method != "tools/call":
+                return Forward()
+
+            async def decision() -> Forward | Reply:
+                await self.relay.request_client("elicitation/create", {"message": "Allow?"}, timeout=0.2)
+                return Reply(wire.error_response(msg.id, wire.GUARD_REFUSED, "no answer in time"))
+
+            return Defer(decision)
+
+    def script(send: Any, recv: Any) -> None:
+        send({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "x"}})
+        question = recv()
+        assert recv()["error"]["message"] == "no answer in time"
+        send({"jsonrpc": "2.0", "id": question["id"], "result": {"action": "accept"}})  # too late
+        send({"jsonrpc": "2.0", "id": 2, "method": "ping"})
+        recv()
+
+    _, record, _ = run_relay(tmp_path, script, Impatient)
+    assert [json.loads(line).get("method") for line in record] == ["ping"]
