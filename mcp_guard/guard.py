@@ -193,10 +193,15 @@ class Guard:
             log.warning("withheld a tools/list answer that mcp-guard could not read")
             return Reply(wire.error_response(watch.request_id, wire.INTERNAL_ERROR,
                                              "mcp-guard could not read the upstream server's tool list"))
-        kept = [tool for tool in tools if visible(self.policy, tool["name"])]
-        if len(kept) == len(tools):
+        kept: list[Any] = []
+        hidden: list[str] = []
+        for tool in tools:
+            if visible(self.policy, tool["name"]):
+                kept.append(tool)
+            else:
+                hidden.append(tool["name"])
+        if not hidden:
             return Forward()
-        hidden = [tool["name"] for tool in tools if not visible(self.policy, tool["name"])]
         self.audit.record("list", request_id=msg.id, hidden=hidden, shown=len(kept))
         assert isinstance(result, dict)
         result["tools"] = kept
