@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import wire
+from .actions import ClientAction, Drop, Forward, Reply
 from .audit import AuditLog
 from .engine import Charge, Decision, SessionState, ToolCall, decide, visible
 from .policy import Policy
-from .relay import ClientAction, Drop, Forward, Reply
 
 log = logging.getLogger("mcp_guard")
 

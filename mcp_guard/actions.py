@@ -1,0 +1,73 @@
+"""The contract between the relay and an interceptor: what the relay asks, what it can be told to do.
+
+The relay (relay.py) moves lines and knows no policy; an interceptor (guard.py is one) sees each message
+and answers with one of these actions. Neither imports the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from . import wire
+
+
+@dataclass(slots=True)
+class Forward:
+    """Pass the message on. For a client request, `watch` (anything but None) asks to see its answer:
+    the relay hands it back to `Interceptor.upstream_answer`. `replacement` sends other bytes instead."""
+
+    watch: Any = None
+    replacement: bytes | None = None
+
+
+@dataclass(slots=True)
+class Reply:
+    """Do not forward; answer the sender with these bytes (a whole JSON-RPC message)."""
+
+    answer: bytes
+
+
+@dataclass(slots=True)
+class Drop:
+    """Do not forward and do not answer (notifications, which have no answer)."""
+
+    reason: str
+
+
+@dataclass(slots=True)
+class Defer:
+    """Decide later: the relay runs `decision` in its own task (the other messages keep flowing) and
+    then applies the Forward or Reply it returns. Used when a human must be asked first."""
+
+    decision: Callable[[], Awaitable[Forward | Reply]]
+
+
+ClientAction = Forward | Reply | Drop | Defer
+
+
+class Interceptor(Protocol):
+    def client_request(self, msg: wire.Message) -> ClientAction: ...
+
+    def client_notification(self, msg: wire.Message) -> Forward | Drop: ...
+
+    def upstream_answer(self, msg: wire.Message, watch: Any) -> Forward | Reply: ...
+
+    def upstream_answer_lost(self, watch: Any) -> None: ...
+
+
+class PassThrough:
+    """The interceptor of a relay without a policy: everything passes."""
+
+    def client_request(self, msg: wire.Message) -> ClientAction:
+        return Forward()
+
+    def client_notification(self, msg: wire.Message) -> Forward | Drop:
+        return Forward()
+
+    def upstream_answer(self, msg: wire.Message, watch: Any) -> Forward | Reply:
+        return Forward()
+
+    def upstream_answer_lost(self, watch: Any) -> None:
+        return None
