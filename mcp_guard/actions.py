@@ -56,6 +56,8 @@ class Interceptor(Protocol):
 
     def upstream_answer_lost(self, watch: Any) -> None: ...
 
+    def upstream_request(self, msg: wire.Message) -> None: ...
+
 
 class PassThrough:
     """The interceptor of a relay without a policy: everything passes."""
@@ -70,4 +72,7 @@ class PassThrough:
         return Forward()
 
     def upstream_answer_lost(self, watch: Any) -> None:
+        return None
+
+    def upstream_request(self, msg: wire.Message) -> None:
         return None

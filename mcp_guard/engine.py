@@ -22,6 +22,9 @@ HIDDEN_REASON = "Unknown tool"
 class ToolCall:
     name: str
     arguments: Any = None  # the call's `arguments`; None when the call has none
+    # The retry of a call that was charged already (2026-07-28: it carries the requestState the server
+    # handed out with input_required): the policy still decides, but limits are not charged again.
+    continuation: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,37 +59,51 @@ class Decision:
 
 @dataclass
 class SessionState:
-    """What one session (one mcp-guard process) has used of each limit: (time, amount) per rule."""
+    """What one session (one mcp-guard process) has used of each limit: (time, amount) per rule, oldest
+    first, with a running total so that a decision costs O(1) however many entries there are."""
 
     usage: dict[tuple[str, str], deque[tuple[float, float]]] = field(default_factory=dict)
+    totals: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def entries(self, rule: str, limit: str, now: float, window: float) -> deque[tuple[float, float]]:
         """The entries still inside the window, oldest first. Entries that have left it are forgotten
-        here (that changes no decision), so counting stays O(1) however high a limit is."""
-        queue = self.usage.get((rule, limit))
+        here (that changes no decision)."""
+        key = (rule, limit)
+        queue = self.usage.get(key)
         if queue is None:
             return deque()
         while queue and now - queue[0][0] >= window:
-            queue.popleft()
+            self.totals[key] -= queue.popleft()[1]
+        if not queue:
+            self.totals[key] = 0.0  # no drift from float sums
         return queue
+
+    def spent(self, rule: str, limit: str, now: float, window: float) -> float:
+        self.entries(rule, limit, now, window)
+        return self.totals.get((rule, limit), 0.0)
 
     def record(self, charges: tuple[Charge, ...]) -> None:
         """Take what an allowed call charges (old entries are forgotten by `entries`, at each decision)."""
         for charge in charges:
-            queue = self.usage.get((charge.rule, charge.limit))
+            key = (charge.rule, charge.limit)
+            queue = self.usage.get(key)
             if queue is None:
-                queue = self.usage[(charge.rule, charge.limit)] = deque()
+                queue = self.usage[key] = deque()
+                self.totals[key] = 0.0
             queue.append((charge.at, charge.amount))
+            self.totals[key] += charge.amount
 
     def refund(self, charges: tuple[Charge, ...]) -> None:
-        """A call the upstream answered with an error gives back what it took."""
+        """A call the upstream refused gives back what it took."""
         for charge in charges:
-            queue = self.usage.get((charge.rule, charge.limit))
+            key = (charge.rule, charge.limit)
+            queue = self.usage.get(key)
             if queue is not None:
                 try:
                     queue.remove((charge.at, charge.amount))
                 except ValueError:
-                    pass
+                    continue
+                self.totals[key] -= charge.amount
 
 
 def select_rule(policy: Policy, name: str) -> Rule | None:
@@ -110,12 +127,14 @@ def decide(policy: Policy, call: ToolCall, state: SessionState, now: float) -> D
         return Decision("deny", rule.key, rule.reason or f"calls to {call.name} are denied by policy")
     arguments = {} if call.arguments is None else call.arguments
     if rule.arguments is not None:
-        problem = _argument_problem(policy, rule, arguments)
+        problem = _case_variant_key(rule.arguments, arguments, "") or _argument_problem(policy, rule, arguments)
         if problem is not None:
             reason = f"{rule.reason} ({problem})" if rule.reason else problem
             return Decision("deny", rule.key, reason, kind="arguments")
     charges: list[Charge] = []
-    if rule.rate_limit is not None:
+    if call.continuation:
+        pass  # charged when the call began; its retry with the input is the same call
+    elif rule.rate_limit is not None:
         limit = rule.rate_limit
         used = state.entries(rule.key, "rate_limit", now, limit.window)
         if len(used) + 1 > limit.max:
@@ -124,13 +143,13 @@ def decide(policy: Policy, call: ToolCall, state: SessionState, now: float) -> D
                             f"rate limit reached: at most {limit.max} call(s) per {limit.window:g} s",
                             retry, "rate_limit")
         charges.append(Charge(rule.key, "rate_limit", 1, now))
-    if rule.budget is not None:
+    if rule.budget is not None and not call.continuation:
         budget = rule.budget
         cost = _cost(arguments, budget.cost)
         if isinstance(cost, str):
             return Decision("deny", rule.key, cost, kind="budget")
         used = state.entries(rule.key, "budget", now, budget.window)
-        spent = sum(amount for _, amount in used)
+        spent = state.spent(rule.key, "budget", now, budget.window)
         if cost > budget.max:
             return Decision("deny", rule.key,
                             f"cost {cost:g} is more than the whole budget of {budget.max:g} per "
@@ -140,7 +159,8 @@ def decide(policy: Policy, call: ToolCall, state: SessionState, now: float) -> D
             return Decision("deny", rule.key,
                             f"budget exhausted: {spent:g} of {budget.max:g} spent in the last "
                             f"{budget.window:g} s, this call costs {cost:g}", retry, "budget")
-        charges.append(Charge(rule.key, "budget", cost, now))
+        if cost > 0:  # a free call takes nothing, and leaves no entry to keep
+            charges.append(Charge(rule.key, "budget", cost, now))
     if rule.action == "require_approval":
         return Decision("require_approval", rule.key,
                         rule.reason or f"calls to {call.name} need a human's approval, and mcp-guard "
@@ -160,6 +180,29 @@ def _default_decision(policy: Policy, call: ToolCall) -> Decision:
                         f"calls to {call.name} need a human's approval, and mcp-guard cannot obtain "
                         "approval yet", kind="default")
     return Decision("allow", None, kind="default")
+
+
+def _case_variant_key(schema: Any, value: Any, where: str) -> str | None:
+    """An argument key that is a property of the schema in another case ("Path" for "path"). JSON Schema
+    sees another property, unconstrained; a server decoding with Go's encoding/json reads it as the
+    constrained one. Refused wherever the schema names properties."""
+    if not isinstance(schema, dict) or not isinstance(value, dict):
+        return None
+    properties = schema.get("properties")
+    if not isinstance(properties, dict) or not properties:
+        return None
+    folded = {name.casefold(): name for name in properties}
+    for key, item in value.items():
+        if key not in properties:
+            other = folded.get(key.casefold())
+            if other is not None:
+                return (f"argument {where}{key} differs only in case from the constrained argument "
+                        f"{where}{other}")
+        else:
+            problem = _case_variant_key(properties[key], item, f"{where}{key}.")
+            if problem is not None:
+                return problem
+    return None
 
 
 def _argument_problem(policy: Policy, rule: Rule, arguments: Any) -> str | None:
@@ -210,17 +253,15 @@ def _cost(arguments: Any, pointer: str) -> float | str:
 
 def _retry_after(used: deque[tuple[float, float]], keep: int, now: float, window: float) -> float:
     """Seconds until enough of the oldest entries leave the window that only `keep` remain."""
-    times = sorted(t for t, _ in used)
-    index = len(times) - keep - 1
+    index = len(used) - keep - 1  # entries are oldest first
     if index < 0:
         return 0.0
-    return max(0.0, times[index] + window - now)
+    return max(0.0, used[index][0] + window - now)
 
 
 def _budget_retry_after(used: deque[tuple[float, float]], room: float, now: float, window: float) -> float:
-    entries = sorted(used)
-    spent = sum(a for _, a in entries)
-    for t, amount in entries:
+    spent = sum(a for _, a in used)
+    for t, amount in used:  # oldest first
         spent -= amount
         if spent <= room:
             return max(0.0, t + window - now)

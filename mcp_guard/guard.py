@@ -25,6 +25,9 @@ PROTOCOL_VERSION_META = "io.modelcontextprotocol/protocolVersion"
 # Stateless MCP (no initialize; every request carries its version) starts with this revision.
 FIRST_STATELESS_VERSION = "2026-07-28"
 DECISION_META = "mcp-guard/decision"
+# JSON-RPC errors that mean the server did not run the call (method not found, invalid params, invalid
+# request): the only answers that give a call's quota back.
+REFUND_CODES = frozenset({wire.INVALID_REQUEST, wire.METHOD_NOT_FOUND, wire.INVALID_PARAMS})
 
 
 @dataclass(slots=True)
@@ -44,6 +47,7 @@ class CallWatch:
     charges: tuple[Charge, ...]
     id_key: str = ""
     cancelled: bool = False
+    started: bool = False  # the server asked the client something while the call was in flight
 
 
 class Guard:
@@ -55,6 +59,9 @@ class Guard:
         self.state = SessionState()
         self.era: str | None = None  # "handshake" or "stateless", from the client's requests
         self._charged_calls: dict[str, CallWatch] = {}  # by request id, while the call is in flight
+        # (tool, requestState) handed out with input_required answers to charged calls: the retry that
+        # carries one back is the same call, not charged again. One use each; bounded.
+        self._continuations: dict[tuple[str, str], None] = {}
 
     # --- client messages -------------------------------------------------------------------------
 
@@ -126,12 +133,17 @@ class Guard:
             return Reply(wire.error_response(msg.id, wire.INVALID_PARAMS,
                                              "Invalid params: tools/call \"arguments\" must be an object"))
         now = self.clock()
-        decision = decide(self.policy, ToolCall(name, arguments), self.state, now)
+        request_state = params.get("requestState")
+        continuation = False
+        if isinstance(request_state, str) and (name, request_state) in self._continuations:
+            del self._continuations[(name, request_state)]
+            continuation = True
+        decision = decide(self.policy, ToolCall(name, arguments, continuation), self.state, now)
         if self.audit.enabled:
             self.audit.record("call", request_id=msg.id, tool=name, **decision.as_record(),
                               argument_keys=sorted(arguments) if arguments else [])
         if decision.allowed:
-            if decision.charges:
+            if decision.charges or continuation:
                 self.state.record(decision.charges)
                 assert msg.id_key is not None
                 watch = CallWatch(name, decision.charges, msg.id_key)
@@ -168,15 +180,28 @@ class Guard:
         if isinstance(watch, CallWatch):
             self._charged_calls.pop(watch.id_key, None)
             result = msg.body.get("result")
-            # Refunded: a JSON-RPC error (the server refused the call: unknown tool, bad params), unless
-            # the client cancelled it; and a stateless-era round that only asks the client for input (the
-            # retry that carries the input is charged in its place). Kept: a result with isError, since
-            # the tool ran and may have done what it does before failing.
-            if ("error" in msg.body and not watch.cancelled) or (
-                    isinstance(result, dict) and result.get("resultType") == "input_required"):
+            error = msg.body.get("error")
+            code = error.get("code") if isinstance(error, dict) else None
+            # Refunded only when the server refused the call before running it: a JSON-RPC error of the
+            # kinds that mean so (unknown method or tool, invalid params or request), for a call the
+            # client did not cancel and during which the server asked the client nothing. Everything
+            # else keeps its share: a result with isError (the tool ran and may have done its work
+            # first), other errors (a failure after the work, or an error the client itself caused).
+            if code in REFUND_CODES and not watch.cancelled and not watch.started:
                 self.state.refund(watch.charges)
                 self.audit.record("refund", tool=watch.tool, request_id=msg.id)
+            elif isinstance(result, dict) and result.get("resultType") == "input_required":
+                state = result.get("requestState")
+                if isinstance(state, str):
+                    if len(self._continuations) >= 1024:
+                        self._continuations.pop(next(iter(self._continuations)))
+                    self._continuations[(watch.tool, state)] = None
         return Forward()
+
+    def upstream_request(self, msg: wire.Message) -> None:
+        # Sampling, elicitation, roots: the server is working on whatever is in flight.
+        for watch in self._charged_calls.values():
+            watch.started = True
 
     def upstream_answer_lost(self, watch: Any) -> None:
         # The call may or may not have run: its quota stays taken.

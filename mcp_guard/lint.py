@@ -45,9 +45,29 @@ def _samples(rule: Rule) -> list[str]:
     return names
 
 
+def _untyped_properties(schema: object, where: str) -> list[str]:
+    """Constrained properties that do not say their "type". Servers convert arguments to the types their
+    tools declare (the Python SDK turns "1000" into 1000 and "yes" into True), so a constraint such as
+    maximum 10, checked against the string "1000", passes here and the tool gets 1000."""
+    found: list[str] = []
+    if not isinstance(schema, dict):
+        return found
+    properties = schema.get("properties")
+    if isinstance(properties, dict):
+        for name, sub in properties.items():
+            if isinstance(sub, dict) and sub and "type" not in sub and "$ref" not in sub:
+                found.append(f"{where}.properties.{name}")
+            found += _untyped_properties(sub, f"{where}.properties.{name}")
+    return found
+
+
 def lint(policy: Policy) -> list[str]:
     findings: list[str] = []
     for rule in policy.rules:
+        for place in _untyped_properties(rule.arguments, f"rules.{rule.key}.arguments"):
+            findings.append(f"{place} has constraints but no \"type\": a server that converts arguments "
+                            "to its tool's types (the Python SDK does) may accept \"1000\" as 1000 or \"yes\" "
+                            "as true, past the constraint; add \"type\"")
         samples = [name for name in _samples(rule) if rule in policy.matching_rules(name)]
         if samples and all(select_rule(policy, name) != rule for name in samples):
             winner = select_rule(policy, samples[0])

@@ -103,7 +103,8 @@ class Policy:
         found += [rule for rule, pattern in self._globs if pattern.fullmatch(name)]
         found.sort(key=precedence, reverse=True)
         result = tuple(found)
-        if len(self._matches) < 4096:  # a bound, so an agent inventing names cannot grow it for ever
+        # Bounded in count and in size, so an agent inventing (long) names cannot grow it.
+        if len(self._matches) < 4096 and len(name) <= 256:
             self._matches[name] = result
         return result
 

@@ -475,6 +475,11 @@ class Relay:
                 self._answer_lost(request_id, wire.INTERNAL_ERROR, "the upstream server sent a malformed answer")
             return
         if parsed.kind != "response":
+            if parsed.kind == "request":
+                try:
+                    self.interceptor.upstream_request(parsed)
+                except Exception:
+                    log.exception("mcp-guard could not note the upstream's request %s", parsed.method)
             self._to_client(line)
             return
         entry = self.pending_requests.get(parsed.id_key) if parsed.id_key is not None else None

@@ -66,6 +66,9 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     # One set of case-folded keys catches both exact duplicates and keys that differ only in case: Go's
     # encoding/json (and so some MCP servers) matches keys case-insensitively, folding ſ to s and K
@@ -79,6 +82,11 @@ def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
                 raise _DuplicateKey(f"duplicate key {key!r}" if other == key
                                     else f"keys {other!r} and {key!r} differ only in case")
             seen[folded] = key
+    for key, _ in pairs:
+        # A decoder the Go SDK once used read "name\u0000" as "name" (GHSA-q382-vc8q-7jhj): no control
+        # characters in keys at all. isprintable() is the cheap test; the regex names the culprit.
+        if not key.isprintable() and _CONTROL.search(key):
+            raise _DuplicateKey(f"key {key!r} holds a control character")
     return dict(pairs)
 
 
@@ -86,16 +94,34 @@ _strict_decoder = json.JSONDecoder(object_pairs_hook=_strict_object, parse_const
 _plain_decoder = json.JSONDecoder(parse_constant=_reject_constant)
 
 
+_SAFE_INTEGER = 2**53
+_DECIMAL = re.compile(r"-?[1-9][0-9]{15,}")
+
+
+def _integer_key(value: int) -> str | None:
+    if -_SAFE_INTEGER <= value <= _SAFE_INTEGER:
+        return str(value)
+    # A JavaScript server reads 9007199254740993 as 9007199254740992: ids that one reads as the same
+    # number must be one id here too, or a second request could take the first one's answer.
+    try:
+        return str(int(float(value)))
+    except OverflowError:
+        return None
+
+
 def id_key(value: Any) -> str | None:
     """The key a JSON-RPC id is matched by. SDK clients accept "5" as the answer to 5, so both map to
-    "5". Returns None for a value that is not a usable id: only strings and integers are (the SDKs read
-    5.0 as no id at all, so a request carrying it would never be answered)."""
+    "5"; integers beyond 2^53 map as a JavaScript peer rounds them. Returns None for a value that is not
+    a usable id: only strings and integers are (the SDKs read 5.0 as no id at all, so a request
+    carrying it would never be answered)."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, str):
+        if len(value) > 15 and _DECIMAL.fullmatch(value):
+            return _integer_key(int(value)) or value
         return value
     if isinstance(value, int):
-        return str(value)
+        return _integer_key(value)
     return None
 
 

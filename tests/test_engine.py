@@ -618,3 +618,25 @@ def test_precedence_matches_a_reference(body: dict[str, Any], name: str) -> None
         assert expected_action in ("allow", "require_approval")
     else:
         assert decision.action == expected_action
+
+
+def test_an_argument_key_in_another_case_than_a_constrained_property_is_refused() -> None:
+    # JSON Schema sees "Path" as another, unconstrained property; Go's encoding/json reads it as "path".
+    p = policy(rules={"read": {"arguments": {"type": "object", "properties": {
+        "path": {"type": "string", "pattern": "^/tmp/"},
+        "opts": {"type": "object", "properties": {"mode": {"enum": ["r"]}}}}}}})
+    assert act(p, "read", {"path": "/tmp/x"}).allowed
+    refused = act(p, "read", {"Path": "/etc/shadow"})
+    assert refused.action == "deny" and "differs only in case" in (refused.reason or "")
+    assert act(p, "read", {"path": "/tmp/x", "opts": {"MODE": "w"}}).action == "deny"
+    assert act(p, "read", {"path": "/tmp/x", "other": 1}).allowed  # not a constrained name: the schema decides
+
+
+def test_zero_cost_calls_leave_no_entries() -> None:
+    p = policy(rules={"spend": {"budget": {"max": 10, "window": 60, "cost": "/c"}}})
+    state = SessionState()
+    for i in range(1000):
+        decision = decide(p, ToolCall("spend", {"c": 0}), state, float(i) / 1000)
+        assert decision.allowed and decision.charges == ()
+        state.record(decision.charges)
+    assert not state.usage.get(("spend", "budget"))

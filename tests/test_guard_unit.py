@@ -23,20 +23,50 @@ def call(guard: Guard, request_id: int) -> object:
                                          "params": {"name": "work", "arguments": {}}}))
 
 
-def test_an_input_required_round_gives_its_charge_back() -> None:
-    # 2026-07-28: a tool that needs input answers resultType input_required; the client retries with
-    # inputResponses under a new id. One logical call must cost one unit, not one per round.
+def test_the_retry_of_an_input_required_call_is_not_charged_again() -> None:
+    # 2026-07-28: a tool that needs input answers resultType input_required with a requestState; the
+    # client retries with the input and that state under a new id. One logical call costs one unit.
     guard = Guard(POLICY, clock=lambda: 100.0)
     first = call(guard, 1)
     assert isinstance(first, Forward) and first.watch is not None
     guard.upstream_answer(message({"jsonrpc": "2.0", "id": 1, "result": {
-        "resultType": "input_required", "inputRequests": {}, "requestState": "x"}}), first.watch)
-    retry = call(guard, 2)
+        "resultType": "input_required", "inputRequests": {}, "requestState": "s1"}}), first.watch)
+    retry = guard.client_request(message({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "work", "arguments": {}, "inputResponses": {}, "requestState": "s1"}}))
     assert isinstance(retry, Forward), "the retry that carries the input must be allowed"
     guard.upstream_answer(message({"jsonrpc": "2.0", "id": 2, "result": {
         "resultType": "complete", "content": []}}), retry.watch)
-    third = call(guard, 3)
-    assert not isinstance(third, Forward), "the completed call keeps its unit"
+    assert not isinstance(call(guard, 3), Forward), "the completed call keeps its unit"
+
+
+def test_a_made_up_or_reused_request_state_is_charged() -> None:
+    guard = Guard(POLICY, clock=lambda: 100.0)
+    first = call(guard, 1)
+    assert isinstance(first, Forward)
+    guard.upstream_answer(message({"jsonrpc": "2.0", "id": 1, "result": {
+        "resultType": "input_required", "requestState": "s1"}}), first.watch)
+    forged = guard.client_request(message({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "work", "requestState": "made-up"}}))
+    assert not isinstance(forged, Forward)
+    retry = guard.client_request(message({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+        "name": "work", "requestState": "s1"}}))
+    assert isinstance(retry, Forward)
+    again = guard.client_request(message({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {
+        "name": "work", "requestState": "s1"}}))
+    assert not isinstance(again, Forward), "a requestState is good for one retry"
+
+
+def test_no_refund_once_the_server_asked_the_client_something() -> None:
+    # The tool may have done its work before asking (elicitation, sampling); an error after that, which
+    # the client can provoke by answering with an error, must not give the call back.
+    guard = Guard(POLICY, clock=lambda: 100.0)
+    first = call(guard, 1)
+    assert isinstance(first, Forward)
+    guard.upstream_request(message({"jsonrpc": "2.0", "id": "s-1", "method": "elicitation/create",
+                                    "params": {"message": "sure?"}}))
+    guard.upstream_answer(message({"jsonrpc": "2.0", "id": 1, "error": {"code": -32602, "message": "x"}}),
+                          first.watch)
+    assert not isinstance(call(guard, 2), Forward)
 
 
 def test_a_cancelled_call_keeps_its_charge_even_if_answered_with_an_error() -> None:

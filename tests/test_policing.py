@@ -364,7 +364,7 @@ def test_refund_matches_a_string_id_answer(guarded):
     g = guarded(env={"ERROR_TOOLS": "flaky_tool", "STRING_ID_METHODS": "tools/call"})
     for _ in range(3):
         answer = g.proc.request(str(request_id := g.next_id()), "tools/call", {"name": "flaky_tool"})
-        assert answer["error"]["code"] == -32000, answer
+        assert answer["error"]["code"] == -32602, answer
         assert request_id
     assert g.upstream_calls() == ["flaky_tool"] * 3
 
@@ -755,3 +755,28 @@ def test_stray_id_inside_a_malformed_upstream_line_fails_no_request(guarded):
                  "params": {"name": "allowed", "arguments": {"ms": 300, "note": "progress: {\"id\": 1}"}}})
     answer = g.proc.recv(10)
     assert answer["id"] == 1 and "result" in answer, answer
+
+
+@pytest.mark.parametrize("code", ["-32603", "-32000", "0"])
+def test_quota_kept_when_the_error_does_not_say_the_call_never_ran(guarded, code):
+    # Only "method not found", "invalid params" and "invalid request" mean the server refused the call;
+    # any other error may come after the work (or be one the client provoked, e.g. by answering the
+    # server's elicitation with an error).
+    g = guarded(env={"ERROR_TOOLS": "flaky_tool", "ERROR_CODE": code})
+    assert "error" in g.call("flaky_tool", {})
+    assert_refused(g.call("flaky_tool", {}), "flaky_tool", "deny", "flaky_tool")
+    assert g.upstream_calls() == ["flaky_tool"]
+
+
+def test_ids_a_javascript_server_reads_as_one_are_one_id_here(guarded):
+    # 2**53 + 1 reaches a JSON.parse server as 2**53: with both in flight, its answer to one could be
+    # taken as the answer to the other (an unfiltered listing under a ping's id).
+    g = guarded(env={"SLOW_TOOLS": "allowed"})
+    g.proc.send(b'{"jsonrpc":"2.0","id":9007199254740993,"method":"tools/call","params":{"name":"allowed",'
+                b'"arguments":{"ms":300}}}')
+    g.proc.send(b'{"jsonrpc":"2.0","id":9007199254740992,"method":"tools/list"}')
+    first = g.proc.recv(10)
+    assert first["error"]["code"] == -32600 and "in flight" in first["error"]["message"]
+    assert first["id"] == 9007199254740992
+    second = g.proc.recv(10)
+    assert second["id"] == 9007199254740993 and "result" in second

@@ -8,6 +8,8 @@ from mcp_guard import wire
 
 
 @pytest.mark.parametrize("line,reason", [
+    (b'{"jsonrpc":"2.0","id":1,"method":"ping","method\\u0000":"tools/call"}', "control character"),
+    (b'{"jsonrpc":"2.0","id":1,"method":"a","params":{"arguments":{"path\\u0000":"/etc"}}}', "control character"),
     (b'{"jsonrpc":"2.0","id":1,"method":"a","method":"b"}', "duplicate key 'method'"),
     (b'{"jsonrpc":"2.0","id":1,"method":"a","params":{"x":1,"x":2}}', "duplicate key 'x'"),
     (b'{"jsonrpc":"2.0","id":1,"method":"a","params":{"x":1,"X":2}}', "differ only in case"),
@@ -40,7 +42,10 @@ def test_parse_never_raises(line: bytes) -> None:
     assert isinstance(wire.parse(line), (wire.Malformed, wire.Batch, wire.Message))
 
 
-@pytest.mark.parametrize("value,key", [(5, "5"), ("5", "5"), (2**53 + 1, "9007199254740993"), ("", ""),
+@pytest.mark.parametrize("value,key", [(5, "5"), ("5", "5"), (2**53, "9007199254740992"),
+                                       # as a JavaScript peer reads it: the same id as 2**53
+                                       (2**53 + 1, "9007199254740992"), ("9007199254740993", "9007199254740992"),
+                                       (10**400, None), ("1" * 400, "1" * 400), ("",  ""),
                                        (5.0, None), (1.5, None), (True, None), (None, None), ([1], None)])
 def test_id_key(value: object, key: str | None) -> None:
     assert wire.id_key(value) == key

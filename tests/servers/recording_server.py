@@ -10,7 +10,8 @@ Environment:
   CHANGE_ON_CALL     a tool name: calling it replaces the tool list with TOOLS_AFTER and sends
                      notifications/tools/list_changed before the answer
   TOOLS_AFTER        comma-separated tool names for CHANGE_ON_CALL
-  ERROR_TOOLS        comma-separated tools answered with a JSON-RPC error (-32000)
+  ERROR_TOOLS        comma-separated tools answered with a JSON-RPC error (ERROR_CODE, default -32602:
+                     the server refused the call, so mcp-guard gives its quota back)
   ISERROR_TOOLS      comma-separated tools answered with a result with isError true
   SLOW_TOOLS         comma-separated tools that sleep arguments.ms milliseconds (max 2000) first
 
@@ -41,6 +42,7 @@ PAGE_SIZE = int(os.environ.get("PAGE_SIZE") or 0)
 STRING_ID_METHODS = set(_names("STRING_ID_METHODS"))
 CHANGE_ON_CALL = os.environ.get("CHANGE_ON_CALL") or None
 ERROR_TOOLS = set(_names("ERROR_TOOLS"))
+ERROR_CODE = int(os.environ.get("ERROR_CODE", "-32602"))
 ISERROR_TOOLS = set(_names("ISERROR_TOOLS"))
 SLOW_TOOLS = set(_names("SLOW_TOOLS"))
 RECORD = os.environ.get("RECORD_FILE")
@@ -122,7 +124,7 @@ def handle(msg: dict) -> None:
             TOOLS = list(TOOLS_AFTER)
             send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
         if name in ERROR_TOOLS:
-            error(-32000, f"{name} failed upstream")
+            error(ERROR_CODE, f"{name} failed upstream")
             return
         text = json.dumps({"tool": name, "arguments": arguments})
         result({"content": [{"type": "text", "text": text}], "isError": name in ISERROR_TOOLS})
