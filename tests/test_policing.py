@@ -726,6 +726,11 @@ CASE_SMUGGLING = [
     b'{"jsonrpc":"2.0","method":"notifications/x","METHOD":"tools/call","ID":7,"params":{"name":"secret_tool"}}',
     b'{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"allowed","NAME":"secret_tool"}}',
     b'{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"NAME":"secret_tool","arguments":{}}}',
+    # A JSON decoder the Go SDK once used read "key\u0000" as "key" (GHSA-q382-vc8q-7jhj).
+    b'{"jsonrpc":"2.0","id":10,"method":"ping","method\\u0000":"tools/call","params":{"name":"secret_tool"}}',
+    b'{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"allowed","name\\u0000":"secret_tool"}}',
+    b'{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"name":"args_tool","arguments":'
+    b'{"path\\u0000":"/etc/passwd"}}}',
 ]
 
 
