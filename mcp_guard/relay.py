@@ -61,6 +61,8 @@ class _OwnRequest:
     answer: wire.Message | None = None
 
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
 # Above this size an upstream answer that nothing needs to inspect is passed on by its id alone.
 LARGE_ANSWER_BYTES = 1024 * 1024
 
@@ -94,47 +96,71 @@ class Relay:
         # Guards the pending tables and the interceptor; held for microseconds, never across I/O.
         self._lock = threading.Lock()
         self._outbox = threading.local()
+        # Signals that arrived before the relay's receiver was installed (the runner catches them).
+        self.early_signals: list[int] = []
 
     # --- running ---------------------------------------------------------------------------------
 
     async def run(self) -> int:
         """Relay until the session ends; returns mcp-guard's exit status. The child is stopped on
-        every path out of here, cancellation included. A pump thread blocked on a read of a peer that
-        is gone is abandoned: the caller ends the process."""
+        every path out of here, cancellation included. Signals are handled for the whole of it, the
+        child's shutdown included (a second signal then cuts the shutdown short). A pump thread blocked
+        on a peer that is gone is abandoned: the caller ends the process."""
         self._outbox.client, self._outbox.upstream, self._outbox.deferred = [], [], []
-        try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                tg.start_soon(self._client_side)
-                tg.start_soon(self._upstream_side)
-                tg.start_soon(self._watch_signals)
-                tg.start_soon(self._watch_child)
-                await self._done.wait()
-                tg.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True):
-                code = await self.upstream.stop(self.options.shutdown_grace)
-                log.info("upstream exited with status %s", exit_status(code))
+        with anyio.open_signal_receiver(*SIGNALS) as signals:
+            async with anyio.create_task_group() as watchers:
+                watchers.start_soon(self._watch_signals, signals)
+                for signum in self.early_signals:  # arrived before the receiver was listening
+                    await self._on_signal(signum)
+                try:
+                    async with anyio.create_task_group() as tg:
+                        self._tg = tg
+                        tg.start_soon(self._client_side)
+                        tg.start_soon(self._upstream_side)
+                        tg.start_soon(self._watch_child)
+                        await self._done.wait()
+                        tg.cancel_scope.cancel()
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        code = await self.upstream.stop(self.options.shutdown_grace)
+                        log.info("upstream exited with status %s", exit_status(code))
+                        await self._settle_output()
+                watchers.cancel_scope.cancel()
         return self._exit_code
+
+    async def _settle_output(self) -> None:
+        """Let answers already on their way to the client finish (a line cut by the process's exit is
+        worse than a late one), within a bound: a client that does not read is not waited for."""
+        signalled = self._exit_code > 128 and self._exit_code - 128 in SIGNALS
+        with anyio.move_on_after(1.0 if signalled else min(self.options.drain_timeout, 5.0)):
+            while self._client_lines_unwritten > 0 or self.client_out.busy:
+                if self.client_out.closed:
+                    break
+                await anyio.sleep(0.005)
 
     def _finish(self, code: int) -> None:
         if not self._done.is_set():
             self._exit_code = code
             self._done.set()
 
-    async def _watch_signals(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-            async for signum in signals:
-                name = signal.Signals(signum).name
-                log.warning("received %s: stopping the upstream server", name)
-                if self.pending_requests:
-                    with self._lock:
-                        self._fail_pending(wire.UPSTREAM_EXITED,
-                                           f"mcp-guard received {name} and stopped before the upstream server answered")
-                    with anyio.move_on_after(1):
-                        await self._write_from_loop()
-                self._finish(128 + signum)
-                return
+    async def _watch_signals(self, signals: Any) -> None:
+        async for signum in signals:
+            await self._on_signal(signum)
+
+    async def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self._done.is_set():
+            # Already ending (perhaps waiting out the server's grace): a second signal means now.
+            log.warning("received %s again: killing the upstream server", name)
+            self.upstream.signal_group(signal.SIGKILL)
+            return
+        log.warning("received %s: stopping the upstream server", name)
+        if self.pending_requests:
+            with self._lock:
+                self._fail_pending(wire.UPSTREAM_EXITED,
+                                   f"mcp-guard received {name} and stopped before the upstream server answered")
+            await self._write_from_loop(bound=1.0)
+        self._finish(128 + signum)
 
     async def _watch_child(self) -> None:
         """The child's exit, seen directly: its stdout EOF is not enough, because something it started
@@ -155,9 +181,14 @@ class Relay:
         finally:
             if pidfd >= 0:
                 os.close(pidfd)
-        # Its last answers may still be in the pipe: let the pump read them first.
-        with anyio.move_on_after(1.0):
-            await self._upstream_eof.wait()
+        # Its last answers may still be in the pipe, or being written to a slow client: let the pump
+        # finish them first (while it makes progress, within the drain bound).
+        with anyio.move_on_after(self.options.drain_timeout):
+            while not self._upstream_eof.is_set():
+                with anyio.move_on_after(1.0):
+                    await self._upstream_eof.wait()
+                if not self.client_out.busy:
+                    break
         if not self._upstream_eof.is_set():
             log.warning("the upstream server exited, but something it started still holds its stdout")
             await self._upstream_ended()
@@ -211,9 +242,15 @@ class Relay:
         self._client_lines_unwritten += 1
         self._outbox.client.append(line)
 
-    async def _write_from_loop(self) -> None:
-        """Write what a handler run on the event loop's thread produced, without blocking the loop."""
-        await anyio.to_thread.run_sync(self._write_outbox_of, self._take_outbox())
+    async def _write_from_loop(self, bound: float | None = None) -> None:
+        """Write what a handler run on the event loop's thread produced, without blocking the loop.
+        With a bound, give up waiting after that many seconds (the write goes on in its thread)."""
+        taken = self._take_outbox()
+        if bound is None:
+            await anyio.to_thread.run_sync(self._write_outbox_of, taken)
+            return
+        with anyio.move_on_after(bound):
+            await anyio.to_thread.run_sync(self._write_outbox_of, taken, abandon_on_cancel=True)
 
     def _take_outbox(self) -> tuple[list[bytes], list[bytes]]:
         outbox = self._outbox
@@ -248,7 +285,7 @@ class Relay:
                     f"mcp-guard stopped waiting for the upstream server's answer "
                     f"{self.options.drain_timeout:g} s after the client closed its input",
                 )
-            await self._write_from_loop()
+            await self._write_from_loop(bound=self.options.shutdown_grace + 2.0)
         if self._upstream_gone:
             return  # the child ended with requests unanswered: _upstream_ended gives its status
         self._finish(0)
@@ -426,7 +463,7 @@ class Relay:
             log.warning("%s with %d request(s) unanswered", what, len(self.pending_requests))
             with self._lock:
                 self._fail_pending(wire.UPSTREAM_EXITED, f"{what} before answering")
-            await self._write_from_loop()
+            await self._write_from_loop(bound=self.options.drain_timeout)
         else:
             log.warning("%s", what)
         # The child's status; but a child that exits 0 with work unanswered has still failed the client.

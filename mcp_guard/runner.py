@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Sequence
+from typing import Any
 
 import anyio
 
-from .relay import Interceptor, Options, Relay
+from .relay import SIGNALS, Interceptor, Options, Relay
 from .upstream import Upstream
 
 
@@ -16,6 +18,19 @@ def run_relay(command: Sequence[str], interceptor: Interceptor | None, options: 
 
     The pump threads may still be blocked reading a peer that is gone when this returns: end the
     process with os._exit rather than waiting for them."""
-    upstream = Upstream.start(command)
-    relay = Relay(stdin_fd, stdout_fd, upstream, interceptor, options)
-    return anyio.run(relay.run)
+    # From before the child starts until the relay listens for them, signals are noted, not fatal: a
+    # SIGTERM in that window would otherwise kill mcp-guard and leave what the child started behind.
+    early: list[int] = []
+
+    def note(signum: int, frame: Any) -> None:
+        early.append(signum)
+
+    previous = {signum: signal.signal(signum, note) for signum in SIGNALS}
+    try:
+        upstream = Upstream.start(command)
+        relay = Relay(stdin_fd, stdout_fd, upstream, interceptor, options)
+        relay.early_signals = early
+        return anyio.run(relay.run)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -137,6 +137,7 @@ class LineWriter:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.closed = False
+        self.busy = False  # a write is under way (read by the relay before it lets the process end)
         self._lock = threading.Lock()
 
     def write_lines(self, lines: list[bytes]) -> None:
@@ -151,6 +152,7 @@ class LineWriter:
             buffers = (b"\n".join(lines),)
         total = sum(len(b) for b in buffers)
         with self._lock:
+            self.busy = True
             try:
                 try:
                     written = os.writev(self.fd, buffers)
@@ -171,3 +173,5 @@ class LineWriter:
                     self.closed = True
                     raise StreamClosed from exc
                 raise
+            finally:
+                self.busy = False
