@@ -25,6 +25,8 @@ PROTOCOL_VERSION_META = "io.modelcontextprotocol/protocolVersion"
 # Stateless MCP (no initialize; every request carries its version) starts with this revision.
 FIRST_STATELESS_VERSION = "2026-07-28"
 DECISION_META = "mcp-guard/decision"
+# tools/call params in the handshake and stateless eras; anything else is looked at more closely.
+CALL_PARAMS = frozenset({"name", "arguments", "_meta", "task", "inputResponses", "requestState"})
 # JSON-RPC errors that mean the server did not run the call (method not found, invalid params, invalid
 # request): the only answers that give a call's quota back.
 REFUND_CODES = frozenset({wire.INVALID_REQUEST, wire.METHOD_NOT_FOUND, wire.INVALID_PARAMS})
@@ -119,7 +121,7 @@ class Guard:
             return Reply(wire.error_response(msg.id, wire.INVALID_PARAMS,
                                              "Invalid params: tools/call needs a string \"name\""))
         assert isinstance(params, dict)
-        for key in params:
+        for key in () if params.keys() <= CALL_PARAMS else params:
             if key not in ("name", "arguments") and key.casefold() in ("name", "arguments"):
                 # A case-insensitive parser upstream would read this key as the real one.
                 self.audit.record("call", request_id=msg.id, tool=name, action="deny",

@@ -82,15 +82,21 @@ def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
                 raise _DuplicateKey(f"duplicate key {key!r}" if other == key
                                     else f"keys {other!r} and {key!r} differ only in case")
             seen[folded] = key
-    for key, _ in pairs:
-        # A decoder the Go SDK once used read "name\u0000" as "name" (GHSA-q382-vc8q-7jhj): no control
-        # characters in keys at all. isprintable() is the cheap test; the regex names the culprit.
-        if not key.isprintable() and _CONTROL.search(key):
-            raise _DuplicateKey(f"key {key!r} holds a control character")
     return dict(pairs)
 
 
+def _strict_object_escaped(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """For lines with escapes: a decoder the Go SDK once used read "name\u0000" as "name"
+    (GHSA-q382-vc8q-7jhj), so no control characters in keys at all. JSON strings cannot hold a raw
+    control character, so a line without a backslash cannot have one and skips this check."""
+    for key, _ in pairs:
+        if not key.isprintable() and _CONTROL.search(key):
+            raise _DuplicateKey(f"key {key!r} holds a control character")
+    return _strict_object(pairs)
+
+
 _strict_decoder = json.JSONDecoder(object_pairs_hook=_strict_object, parse_constant=_reject_constant)
+_strict_escaped_decoder = json.JSONDecoder(object_pairs_hook=_strict_object_escaped, parse_constant=_reject_constant)
 _plain_decoder = json.JSONDecoder(parse_constant=_reject_constant)
 
 
@@ -129,7 +135,9 @@ def _decode(line: bytes, strict: bool) -> Any:
     if line.startswith(b"\xef\xbb\xbf"):
         raise ValueError("a byte-order mark is not allowed in a JSON-RPC message")
     text = line.decode("utf-8")  # raises UnicodeDecodeError, a ValueError, on invalid UTF-8
-    return (_strict_decoder if strict else _plain_decoder).decode(text)
+    if not strict:
+        return _plain_decoder.decode(text)
+    return (_strict_escaped_decoder if "\\" in text else _strict_decoder).decode(text)
 
 
 def parse(line: bytes, *, strict: bool = True) -> Message | Malformed | Batch:
