@@ -189,7 +189,7 @@ def classify(body: Any, raw: bytes, strict: bool = False) -> Message | Malformed
     has_id = "id" in body
     msg_id = body.get("id")
     key = id_key(msg_id) if has_id else None
-    if strict:
+    if strict and not body.keys() <= MEMBERS:
         for name in body:
             if name not in MEMBERS and name.casefold() in MEMBERS:
                 return Malformed(f"key {name!r} is not {name.casefold()!r}: the message is ambiguous",
