@@ -52,6 +52,14 @@ class CallWatch:
     started: bool = False  # the server asked the client something while the call was in flight
 
 
+def _carries_stateless_version(msg: wire.Message) -> bool:
+    """Whether a request says, in params._meta, that it speaks 2026-07-28 or later."""
+    params = msg.params
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    version = meta.get(PROTOCOL_VERSION_META) if isinstance(meta, dict) else None
+    return isinstance(version, str) and version >= FIRST_STATELESS_VERSION
+
+
 class Guard:
     def __init__(self, policy: Policy, audit: AuditLog | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -97,20 +105,11 @@ class Guard:
             return
         if self.era is not None and msg.method != "server/discover":
             return
-        params = msg.params
-        meta = params.get("_meta") if isinstance(params, dict) else None
-        version = meta.get(PROTOCOL_VERSION_META) if isinstance(meta, dict) else None
-        if isinstance(version, str) and version >= FIRST_STATELESS_VERSION:
-            if self.era is None or msg.method == "server/discover":
-                self.era = "stateless"
+        if _carries_stateless_version(msg):
+            self.era = "stateless"
 
     def _stateless(self, msg: wire.Message) -> bool:
-        if self.era == "stateless":
-            return True
-        params = msg.params
-        meta = params.get("_meta") if isinstance(params, dict) else None
-        version = meta.get(PROTOCOL_VERSION_META) if isinstance(meta, dict) else None
-        return isinstance(version, str) and version >= FIRST_STATELESS_VERSION
+        return self.era == "stateless" or _carries_stateless_version(msg)
 
     def _tools_call(self, msg: wire.Message) -> ClientAction:
         params = msg.params

@@ -220,13 +220,12 @@ def classify(body: Any, raw: bytes, strict: bool = False) -> Message | Malformed
                      msg_id if key else None, key is not None)
 
 
-_RESPONSE_HEAD = re.compile(
-    rb'\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*(-?(?:0|[1-9]\d{0,30})|"(?:[^"\\]|\\.){0,256}")'
-    rb'\s*,\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"(?:result|error)"\s*:')
+# The start of a message whose id is structurally certain: {"jsonrpc":"2.0","id":ID or {"id":ID.
+_ID_HEAD = rb'\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*(-?(?:0|[1-9]\d{0,30})|"(?:[^"\\]|\\.){0,256}")'
+_RESPONSE_HEAD = re.compile(_ID_HEAD + rb'\s*,\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"(?:result|error)"\s*:')
 
 
-_HEAD_ID = re.compile(
-    rb'\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*(-?(?:0|[1-9]\d{0,30})|"(?:[^"\\]|\\.){0,256}")\s*[,}]')
+_HEAD_ID = re.compile(_ID_HEAD + rb'\s*[,}]')
 
 
 def head_id(head: bytes) -> Any:

@@ -21,7 +21,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -280,41 +282,40 @@ def test_child_exit_does_not_cut_an_answer_being_written(tmp_path):
         finish(proc)
 
 
-def test_sigterm_during_shutdown_grace_leaves_no_orphan():
-    proc = guard("--shutdown-grace", "3", "--", PY, RAW, env={"RELAY_IGNORE_EOF": "1"}, stderr=subprocess.DEVNULL)
+@contextmanager
+def guard_with_grandchild(*args: str, env: dict[str, str] | None = None) -> Iterator[tuple[subprocess.Popen, int]]:
+    """mcp-guard in front of the raw server, which has started a grandchild; yields (mcp-guard, its pid).
+    Everything is killed afterwards, the grandchild included."""
+    proc = guard(*args, "--", PY, RAW, env=env, stderr=subprocess.DEVNULL)
     grandchild = None
     try:
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write(req(1, "raw/pids"))
         proc.stdin.flush()
         grandchild = json.loads(proc.stdout.readline())["result"]["grandchild"]
+        yield proc, grandchild
+    finally:
+        finish(proc)
+        if grandchild and pid_alive(grandchild):
+            os.kill(grandchild, signal.SIGKILL)
+
+
+def test_sigterm_during_shutdown_grace_leaves_no_orphan():
+    with guard_with_grandchild("--shutdown-grace", "3", env={"RELAY_IGNORE_EOF": "1"}) as (proc, grandchild):
+        assert proc.stdin is not None
         proc.stdin.close()
         time.sleep(1.0)  # drained; now in upstream.stop, waiting out the grace
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
         time.sleep(0.3)
         assert not pid_alive(grandchild)
-    finally:
-        finish(proc)
-        if grandchild and pid_alive(grandchild):
-            os.kill(grandchild, signal.SIGKILL)
 
 
 @pytest.mark.xfail(strict=True, reason="KNOWN LIMITATION (docs/relay.md): PR_SET_PDEATHSIG covers the direct "
                                        "child only, so the child's own children outlive a SIGKILLed mcp-guard")
 def test_sigkilled_guard_leaves_no_grandchild():
-    proc = guard("--", PY, RAW, stderr=subprocess.DEVNULL)
-    grandchild = None
-    try:
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(req(1, "raw/pids"))
-        proc.stdin.flush()
-        grandchild = json.loads(proc.stdout.readline())["result"]["grandchild"]
+    with guard_with_grandchild() as (proc, grandchild):
         proc.kill()
         proc.wait(5)
         time.sleep(0.5)
         assert not pid_alive(grandchild)
-    finally:
-        finish(proc)
-        if grandchild and pid_alive(grandchild):
-            os.kill(grandchild, signal.SIGKILL)
