@@ -43,6 +43,12 @@ command -v "$PYTHON" >/dev/null || { log "$PYTHON not found"; exit 1; }
 command -v git >/dev/null || { log "git not found (mcp-server-git needs it)"; exit 1; }
 command -v sha256sum >/dev/null || { log "sha256sum not found (it pins the llm-cli-gateway source)"; exit 1; }
 test -f "$LLM_CLI_GATEWAY_TARBALL" || { log "llm-cli-gateway source not found: $LLM_CLI_GATEWAY_TARBALL"; exit 1; }
+# Checked first, cached build or not: a different source at that path must never pass quietly.
+got="$(sha256sum "$LLM_CLI_GATEWAY_TARBALL" | cut -d' ' -f1)"
+if [ "$got" != "$LLM_CLI_GATEWAY_SHA256" ]; then
+    log "llm-cli-gateway source $LLM_CLI_GATEWAY_TARBALL has sha256 $got, expected $LLM_CLI_GATEWAY_SHA256"
+    exit 1
+fi
 
 mkdir -p "$DEST"
 DEST="$(cd "$DEST" && pwd)"
@@ -73,11 +79,6 @@ test -f "$DEST/gateway/node_modules/supergateway/dist/index.js" || { log "missin
 log "llm-cli-gateway@$LLM_CLI_GATEWAY_VERSION (from source)"
 GW="$DEST/llm-cli-gateway"
 gw_stamp="$LLM_CLI_GATEWAY_SHA256 node-$NODE_VERSION"
-got="$(sha256sum "$LLM_CLI_GATEWAY_TARBALL" | cut -d' ' -f1)"
-if [ "$got" != "$LLM_CLI_GATEWAY_SHA256" ]; then
-    log "llm-cli-gateway source $LLM_CLI_GATEWAY_TARBALL has sha256 $got, expected $LLM_CLI_GATEWAY_SHA256"
-    exit 1
-fi
 if [ -f "$GW/.built-from" ] && [ "$(cat "$GW/.built-from")" = "$gw_stamp" ] && [ -f "$GW/dist/index.js" ]; then
     log "llm-cli-gateway already built from this source: kept"
 else
