@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import sqlite3
 import subprocess
@@ -28,7 +29,7 @@ from typing import Any
 import pytest
 from wireclient import WireProcess
 
-from .compat import ALLOW_ALL, PYTHON, ROOT, LlmCliGateway, guard_bin, guarded, write_policy
+from .compat import ALLOW_ALL, PYTHON, ROOT, LlmCliGateway, guard_bin, guarded, run_scenario, write_policy
 
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "llm-cli-gateway-3.1.0-rc.8-tools-list.json"
 EXAMPLE = ROOT / "examples" / "policies" / "llm-cli-gateway.json"
@@ -220,6 +221,38 @@ def test_calls_answer_the_same_directly_and_through_allow_all(parity: dict[str, 
     # Through the guard: the same answers, up to timestamps, random ids, memory figures and HOME.
     assert (normalise(guarded_run["calls"], guarded_run["home"]) == normalise(direct["calls"], direct["home"]))
     assert guarded_run["unprompted"] == direct["unprompted"]
+
+
+SDK_CALLS: list[tuple[str, dict[str, Any]]] = [
+    ("llm_process_health", {}),
+    ("session_list", {}),
+    ("list_models", {}),
+    ("llm_job_status", {"jobId": UNKNOWN_JOB}),
+    ("llm_job_cancel", {"jobId": UNKNOWN_JOB}),
+    ("no_such_tool", {}),
+]
+
+
+def test_sdk_client_in_auto_mode_sees_the_same_gateway_through_allow_all(
+        llm_cli_gateway: LlmCliGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK's Client in `auto` mode, as newer clients connect: it first probes the 2026-07-28 era
+    (server/discover), which the gateway does not speak, and falls back to 2025-11-25; through mcp-guard
+    exactly as directly. (The legacy handshake is the raw conversation above.)"""
+    policy = write_policy(tmp_path, ALLOW_ALL, "allow-all.json")
+    runs = {}
+    for name, argv in (("direct", llm_cli_gateway.argv), ("guarded", guarded(llm_cli_gateway.argv, policy))):
+        home = scratch_home(tmp_path, f"home-{name}")
+        env = llm_cli_gateway.env(home)  # run_scenario starts the server with this process's environment
+        for key in set(os.environ) - set(env):
+            monkeypatch.delenv(key)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        runs[name] = normalise(run_scenario(argv, "auto", SDK_CALLS, [], settle=0.2), home)
+    direct = runs["direct"]
+    assert direct["protocol_version"] == "2025-11-25"
+    assert direct["server_info"]["name"] == "llm-cli-gateway" and len(direct["tools"]) == 64
+    assert [c["call"] for c in direct["calls"] if "result" in c] == [name for name, _ in SDK_CALLS]
+    assert runs["guarded"] == direct
 
 
 # ---- examples/policies/llm-cli-gateway.json on the live server ------------------------------------
