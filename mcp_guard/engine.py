@@ -97,7 +97,8 @@ class LimitUsage:
             head += 1
         self.head = head
         if head == len(last):
-            self.first.clear(), last.clear(), self.amounts.clear(), self.cumulative.clear()
+            for entries in (self.first, last, self.amounts, self.cumulative):
+                entries.clear()
             self.head, self.total, self.last_bucket = 0, 0.0, None  # no drift from float sums
         elif head > 64 and 2 * head > len(last):
             base = self.cumulative[head - 1]

@@ -37,7 +37,8 @@ class Session:
     def call(self, amount_json: str, state: str | None = None) -> dict[str, Any]:
         """A tools/call whose amount is written exactly as `amount_json` (the spelling matters)."""
         self.next_id += 1
-        extra = "" if state is None else f', "requestState": {json.dumps(state)}, "inputResponses": {json.dumps(CONFIRM)}'
+        extra = ("" if state is None
+                 else f', "requestState": {json.dumps(state)}, "inputResponses": {json.dumps(CONFIRM)}')
         line = (f'{{"jsonrpc": "2.0", "id": {self.next_id}, "method": "tools/call", "params": {{"name": "spend", '
                 f'"arguments": {{"amount": {amount_json}}}, "_meta": {json.dumps(META)}{extra}}}}}')
         self.proc.send(line)

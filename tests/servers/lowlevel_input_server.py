@@ -26,7 +26,8 @@ async def list_tools(ctx: object, params: object) -> types.ListToolsResult:
                                                    input_schema=SPEND_SCHEMA)])
 
 
-async def call_tool(ctx: object, params: types.CallToolRequestParams) -> types.CallToolResult | types.InputRequiredResult:
+async def call_tool(ctx: object,
+                    params: types.CallToolRequestParams) -> types.CallToolResult | types.InputRequiredResult:
     amount = (params.arguments or {}).get("amount")
     if not params.input_responses:
         return types.InputRequiredResult(
