@@ -75,6 +75,10 @@ def run(policy_path: str | None, audit_path: str | None, log_level: str, max_mes
     if not command:
         raise Failure("no server command: use mcp-guard run [--policy FILE] -- COMMAND [ARGS...]", 2)
     policy = _load_policy(policy_path)
+    from .lint import argument_annotations
+
+    for finding in argument_annotations(policy):
+        logging.getLogger("mcp_guard").warning("%s: %s", policy.source, finding)
     from .audit import AuditLog
     from .guard import Guard
     from .relay import Options

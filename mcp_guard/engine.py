@@ -209,7 +209,7 @@ def decide(policy: Policy, call: ToolCall, state: SessionState, now: float) -> D
         return Decision("deny", rule.key, rule.reason or f"calls to {call.name} are denied by policy")
     arguments = {} if call.arguments is None else call.arguments
     if rule.arguments is not None:
-        problem = _case_variant_key(rule.arguments, arguments, "") or _argument_problem(policy, rule, arguments)
+        problem = _case_variant_key(policy, rule, arguments) or _argument_problem(policy, rule, arguments)
         if problem is not None:
             reason = f"{rule.reason} ({problem})" if rule.reason else problem
             return Decision("deny", rule.key, reason, kind="arguments")
@@ -264,27 +264,15 @@ def _default_decision(policy: Policy, call: ToolCall) -> Decision:
     return Decision("allow", None, kind="default")
 
 
-def _case_variant_key(schema: Any, value: Any, where: str) -> str | None:
-    """An argument key that is a property of the schema in another case ("Path" for "path"). JSON Schema
-    sees another property, unconstrained; a server decoding with Go's encoding/json reads it as the
-    constrained one. Refused wherever the schema names properties."""
-    if not isinstance(schema, dict) or not isinstance(value, dict):
-        return None
-    properties = schema.get("properties")
-    if not isinstance(properties, dict) or not properties:
-        return None
-    folded = {name.casefold(): name for name in properties}
-    for key, item in value.items():
-        if key not in properties:
-            other = folded.get(key.casefold())
-            if other is not None:
-                return (f"argument {where}{key} differs only in case from the constrained argument "
-                        f"{where}{other}")
-        else:
-            problem = _case_variant_key(properties[key], item, f"{where}{key}.")
-            if problem is not None:
-                return problem
-    return None
+def _case_variant_key(policy: Policy, rule: Rule, arguments: Any) -> str | None:
+    """An argument key that is a key the schema constrains, in another case ("Path" for "path"). JSON
+    Schema sees another key, unconstrained; a server decoding with Go's encoding/json reads it as the
+    constrained one. Refused wherever the schema constrains keys (argschema.KeyPlan)."""
+    try:
+        problem: str | None = policy.key_plan(rule).problem(arguments)
+    except RecursionError:  # arguments nested past what can be walked: refused (fail closed)
+        return "the arguments are nested too deeply to be checked"
+    return problem
 
 
 def _argument_problem(policy: Policy, rule: Rule, arguments: Any) -> str | None:
