@@ -200,7 +200,8 @@ class Guard:
                 self.audit.record("refund", tool=watch.tool, request_id=msg.id)
             elif isinstance(result, dict) and result.get("resultType") == "input_required":
                 state = result.get("requestState")
-                charged_arguments = wire.call_arguments_fingerprint(watch.request_line)
+                charged_arguments = (wire.call_arguments_fingerprint(watch.request_line)
+                                     if isinstance(state, str) else None)
                 if isinstance(state, str) and charged_arguments is not None:
                     if len(self._continuations) >= 1024:
                         self._continuations.pop(next(iter(self._continuations)))
