@@ -49,15 +49,18 @@ _DRAFT_04: dict[str, str] = {
     "properties": SCHEMA_MAP, "patternProperties": SCHEMA_MAP, "dependencies": DEPENDENCIES, "enum": VALUE,
     "type": VALUE, "allOf": SCHEMA_LIST, "anyOf": SCHEMA_LIST, "oneOf": SCHEMA_LIST, "not": SCHEMA,
     "format": ANNOTATION,
+    # Keywords of later drafts, harmless in every one: `$defs` (2019-09's name for `definitions`) holds
+    # schemas that `$ref` reaches by JSON Pointer in any draft; `$comment` is a note.
+    "$defs": SCHEMA_MAP, "$comment": VALUE,
 }
 _DRAFT_06 = {**{k: v for k, v in _DRAFT_04.items() if k != "id"},
              "$id": VALUE, "const": VALUE, "contains": SCHEMA, "propertyNames": SCHEMA, "examples": VALUE}
-_DRAFT_07 = {**_DRAFT_06, "$comment": VALUE, "if": SCHEMA, "then": SCHEMA, "else": SCHEMA,
+_DRAFT_07 = {**_DRAFT_06, "if": SCHEMA, "then": SCHEMA, "else": SCHEMA,
              "readOnly": ANNOTATION, "writeOnly": ANNOTATION, "contentMediaType": ANNOTATION,
              "contentEncoding": ANNOTATION}
 # `definitions` stays a place for schemas in every draft: `$ref` reaches it by JSON Pointer.
 _DRAFT_2019 = {**{k: v for k, v in _DRAFT_07.items() if k != "dependencies"},
-               "$anchor": VALUE, "$defs": SCHEMA_MAP, "$recursiveRef": VALUE, "$recursiveAnchor": VALUE,
+               "$anchor": VALUE, "$recursiveRef": VALUE, "$recursiveAnchor": VALUE,
                "$vocabulary": VALUE, "dependentRequired": VALUE, "dependentSchemas": SCHEMA_MAP,
                "maxContains": VALUE, "minContains": VALUE, "unevaluatedItems": SCHEMA,
                "unevaluatedProperties": SCHEMA, "deprecated": ANNOTATION, "contentSchema": ANNOTATION_SCHEMA}
@@ -70,7 +73,7 @@ VOCABULARY: dict[str, dict[str, str]] = {"draft-04": _DRAFT_04, "draft-06": _DRA
 _REPLACEMENTS = {
     "dependencies": "dependentRequired or dependentSchemas", "additionalItems": "items beside prefixItems",
     "$recursiveRef": "$dynamicRef", "$recursiveAnchor": "$dynamicAnchor", "id": "$id",
-    "dependentRequired": "dependencies", "dependentSchemas": "dependencies", "$defs": "definitions",
+    "dependentRequired": "dependencies", "dependentSchemas": "dependencies",
     "prefixItems": "items as an array", "$dynamicRef": "$recursiveRef", "$dynamicAnchor": "$recursiveAnchor",
 }
 # Keywords that may stand beside $ref before 2019-09, where every other sibling of $ref is ignored.
