@@ -78,7 +78,8 @@ _REPLACEMENTS = {
 }
 # Keywords that may stand beside $ref before 2019-09, where every other sibling of $ref is ignored.
 _BESIDE_REF = frozenset({"$ref", "$schema", "$id", "id", "$comment", "title", "description", "default",
-                         "examples", "definitions", "readOnly", "writeOnly"})
+                         "examples", "definitions", "$defs", "format", "readOnly", "writeOnly",
+                         "contentMediaType", "contentEncoding"})
 _ANNOTATION_HINTS = {
     "format": "'format' is an annotation and constrains nothing (\"format\": \"uri\" accepts any string): "
               "use \"pattern\"",
