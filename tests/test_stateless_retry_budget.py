@@ -103,3 +103,21 @@ def test_numbers_compare_by_their_exact_spelling(spawn_guard, tmp_path, retry_sp
     assert "result" in s.call(retry_spelling, state)
     refused = s.call("1")
     assert refusal_reason(refused) == "budget exhausted: 2 of 2 spent in the last 3600 s, this call costs 1"
+
+
+def test_engine_a_continuation_takes_nothing_but_a_cost_beyond_the_whole_budget_is_refused() -> None:
+    from mcp_guard.engine import SessionState, ToolCall, decide
+    from mcp_guard.policy import loads
+
+    p = loads(json.dumps({"version": "1", "rules": {"spend": {
+        "rate_limit": {"max": 1, "window": 60}, "budget": {"max": 10, "window": 60, "cost": "/amount"}}}}))
+    state = SessionState()
+    first = decide(p, ToolCall("spend", {"amount": 4}), state, 0.0)
+    assert first.allowed and len(first.charges) == 2
+    state.record(first.charges)
+    retry = decide(p, ToolCall("spend", {"amount": 4}, continuation=True), state, 1.0)
+    assert retry.allowed and retry.charges == ()  # the rate limit (1 a minute) is not asked again
+    too_big = decide(p, ToolCall("spend", {"amount": 11}, continuation=True), state, 1.0)
+    assert too_big.action == "deny" and too_big.reason == "cost 11 is more than the whole budget of 10 per 60 s"
+    no_cost = decide(p, ToolCall("spend", {}, continuation=True), state, 1.0)
+    assert no_cost.action == "deny" and no_cost.kind == "budget"
