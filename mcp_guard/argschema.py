@@ -11,7 +11,6 @@ and the values of `enum`, `const`, `default` and `examples` are data.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -160,6 +159,8 @@ def schema_objects(schema: Any, draft: str, path: list[Any]) -> Iterator[tuple[l
 
 
 def _suggestion(key: str, known: list[str]) -> str:
+    import difflib  # only when a policy has a problem: not on the start-up path
+
     folded = {name.casefold(): name for name in known}
     match = folded.get(key.casefold())
     if match is None:
