@@ -75,6 +75,10 @@ def run(policy_path: str | None, audit_path: str | None, log_level: str, max_mes
     if not command:
         raise Failure("no server command: use mcp-guard run [--policy FILE] -- COMMAND [ARGS...]", 2)
     policy = _load_policy(policy_path)
+    from .lint import argument_annotations
+
+    for finding in argument_annotations(policy):
+        logging.getLogger("mcp_guard").warning("%s: %s", policy.source, finding)
     from .audit import AuditLog
     from .guard import Guard
     from .relay import Options
@@ -101,7 +105,9 @@ def run(policy_path: str | None, audit_path: str | None, log_level: str, max_mes
 @cli.command()
 @click.argument("policy_file", type=click.Path(dir_okay=False))
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the server's tool list.")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0),
+              help="Seconds the whole listing may take (start, handshake, every page), however chatty the "
+                   "server is.")
 def check(policy_file: str, command: tuple[str, ...], timeout: float) -> None:
     """Validate and lint POLICY_FILE; with -- COMMAND, also compare it with the server's real tools."""
     from .lint import lint

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections import deque
+import sys
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,8 @@ class ToolCall:
     name: str
     arguments: Any = None  # the call's `arguments`; None when the call has none
     # The retry of a call that was charged already (2026-07-28: it carries the requestState the server
-    # handed out with input_required): the policy still decides, but limits are not charged again.
+    # handed out with input_required, and the very arguments of the charged call): the policy still
+    # decides, but limits are not charged again. Deciding what is a continuation is the caller's job.
     continuation: bool = False
 
 
@@ -35,6 +37,7 @@ class Charge:
     limit: str  # "rate_limit" or "budget"
     amount: float
     at: float
+    window: float = 0.0  # the limit's window, which sizes how its usage is kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,53 +60,132 @@ class Decision:
         return record
 
 
+# A limit keeps one entry per charge while it has fewer than EXACT_ENTRIES inside its window; past that,
+# charges made within the same 1/BUCKETS_PER_WINDOW of the window share one entry, which leaves the window
+# when the last of them does. So a limit holds at most about 2 x 1,024 entries, however small its costs
+# and however many calls it allows, and a call is at most window/1,024 late to leave (stricter, never
+# looser than exact).
+EXACT_ENTRIES = 1024
+BUCKETS_PER_WINDOW = 1024
+
+
+class LimitUsage:
+    """What one limit of one rule has taken inside its window, oldest first. Entries are parallel lists
+    (from `head` on; the dead prefix is dropped in bulk) with running sums, so that a refusal finds the
+    time it must wait by bisection rather than by walking the entries."""
+
+    __slots__ = ("granularity", "first", "last", "amounts", "cumulative", "head", "total", "last_bucket")
+
+    def __init__(self, window: float) -> None:
+        self.granularity = window / BUCKETS_PER_WINDOW if window > 0 else 0.0
+        self.first: list[float] = []  # when the entry's earliest charge was made
+        self.last: list[float] = []  # when its latest was: the entry leaves the window `window` after that
+        self.amounts: list[float] = []
+        self.cumulative: list[float] = []  # the amounts summed up to and including each entry
+        self.head = 0
+        self.total = 0.0  # what is inside the window: the sum of amounts[head:]
+        self.last_bucket: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.last) - self.head
+
+    def forget(self, now: float, window: float) -> None:
+        """Drop the entries that have left the window (amortised O(1): each leaves once)."""
+        last, head = self.last, self.head
+        while head < len(last) and now - last[head] >= window:
+            self.total -= self.amounts[head]
+            head += 1
+        self.head = head
+        if head == len(last):
+            for entries in (self.first, last, self.amounts, self.cumulative):
+                entries.clear()
+            self.head, self.total, self.last_bucket = 0, 0.0, None  # no drift from float sums
+        elif head > 64 and 2 * head > len(last):
+            base = self.cumulative[head - 1]
+            del self.first[:head], last[:head], self.amounts[:head], self.cumulative[:head]
+            self.cumulative[:] = [value - base for value in self.cumulative]
+            self.head = 0
+
+    def add(self, at: float, amount: float) -> None:
+        last = self.last
+        bucket = math.floor(at / self.granularity) if self.granularity > 0 else None
+        if len(self) and at < last[-1]:
+            at = last[-1]  # out of order (a deferred decision): kept as late as the latest, never earlier
+        if len(self) >= EXACT_ENTRIES and bucket is not None and bucket == self.last_bucket:
+            last[-1] = at
+            self.amounts[-1] += amount
+            self.cumulative[-1] += amount
+        else:
+            self.first.append(at)
+            last.append(at)
+            self.amounts.append(amount)
+            self.cumulative.append((self.cumulative[-1] if self.cumulative else 0.0) + amount)
+        self.last_bucket = bucket
+        self.total += amount
+
+    def remove(self, at: float, amount: float) -> bool:
+        """Give back a charge made at `at` (a refund). Each charge is given back at most once by the caller;
+        an entry that holds one charge goes with it, so a second refund of that charge finds nothing."""
+        for index in range(len(self.last) - 1, self.head - 1, -1):  # refunds are for recent calls
+            if self.first[index] <= at <= self.last[index] and self.amounts[index] > 0:
+                taken = min(amount, self.amounts[index])
+                self.amounts[index] -= taken
+                for later in range(index, len(self.cumulative)):
+                    self.cumulative[later] -= taken
+                self.total -= taken
+                if self.amounts[index] <= 0:
+                    del self.first[index], self.last[index], self.amounts[index], self.cumulative[index]
+                    if index == len(self.last):
+                        self.last_bucket = None
+                if not len(self):
+                    self.forget(math.inf, 0.0)
+                return True
+        return False
+
+    def retry_after(self, room: float, now: float, window: float) -> float:
+        """Seconds until at most `room` is left inside the window: bisection over the running sums."""
+        if self.total <= room:
+            return 0.0
+        base = self.cumulative[self.head - 1] if self.head else 0.0
+        index = bisect_left(self.cumulative, base + self.total - room, self.head)
+        index = min(index, len(self.last) - 1)  # float sums a hair short: the newest entry must leave
+        return max(0.0, self.last[index] + window - now)
+
+
 @dataclass
 class SessionState:
-    """What one session (one mcp-guard process) has used of each limit: (time, amount) per rule, oldest
-    first, with a running total so that a decision costs O(1) however many entries there are."""
+    """What one session (one mcp-guard process) has used of each limit, per (rule, limit kind). Bounded
+    per limit (see LimitUsage); a decision costs O(1) amortised and a refusal O(log n)."""
 
-    usage: dict[tuple[str, str], deque[tuple[float, float]]] = field(default_factory=dict)
-    totals: dict[tuple[str, str], float] = field(default_factory=dict)
+    usage: dict[tuple[str, str], LimitUsage] = field(default_factory=dict)
 
-    def entries(self, rule: str, limit: str, now: float, window: float) -> deque[tuple[float, float]]:
-        """The entries still inside the window, oldest first. Entries that have left it are forgotten
-        here (that changes no decision)."""
-        key = (rule, limit)
-        queue = self.usage.get(key)
-        if queue is None:
-            return deque()
-        while queue and now - queue[0][0] >= window:
-            self.totals[key] -= queue.popleft()[1]
-        if not queue:
-            self.totals[key] = 0.0  # no drift from float sums
-        return queue
+    def entries(self, rule: str, limit: str, now: float, window: float) -> LimitUsage:
+        """The limit's usage inside the window. Entries that have left it are forgotten here (that changes
+        no decision); a limit that has taken nothing yet is not added to the state."""
+        usage = self.usage.get((rule, limit))
+        if usage is None:
+            return LimitUsage(window)
+        usage.forget(now, window)
+        return usage
 
     def spent(self, rule: str, limit: str, now: float, window: float) -> float:
-        self.entries(rule, limit, now, window)
-        return self.totals.get((rule, limit), 0.0)
+        return self.entries(rule, limit, now, window).total
 
     def record(self, charges: tuple[Charge, ...]) -> None:
         """Take what an allowed call charges (old entries are forgotten by `entries`, at each decision)."""
         for charge in charges:
             key = (charge.rule, charge.limit)
-            queue = self.usage.get(key)
-            if queue is None:
-                queue = self.usage[key] = deque()
-                self.totals[key] = 0.0
-            queue.append((charge.at, charge.amount))
-            self.totals[key] += charge.amount
+            usage = self.usage.get(key)
+            if usage is None:
+                usage = self.usage[key] = LimitUsage(charge.window)
+            usage.add(charge.at, charge.amount)
 
     def refund(self, charges: tuple[Charge, ...]) -> None:
         """A call the upstream refused gives back what it took."""
         for charge in charges:
-            key = (charge.rule, charge.limit)
-            queue = self.usage.get(key)
-            if queue is not None:
-                try:
-                    queue.remove((charge.at, charge.amount))
-                except ValueError:
-                    continue
-                self.totals[key] -= charge.amount
+            usage = self.usage.get((charge.rule, charge.limit))
+            if usage is not None:
+                usage.remove(charge.at, charge.amount)
 
 
 def select_rule(policy: Policy, name: str) -> Rule | None:
@@ -127,40 +209,40 @@ def decide(policy: Policy, call: ToolCall, state: SessionState, now: float) -> D
         return Decision("deny", rule.key, rule.reason or f"calls to {call.name} are denied by policy")
     arguments = {} if call.arguments is None else call.arguments
     if rule.arguments is not None:
-        problem = _case_variant_key(rule.arguments, arguments, "") or _argument_problem(policy, rule, arguments)
+        problem = _case_variant_key(policy, rule, arguments) or _argument_problem(policy, rule, arguments)
         if problem is not None:
             reason = f"{rule.reason} ({problem})" if rule.reason else problem
             return Decision("deny", rule.key, reason, kind="arguments")
     charges: list[Charge] = []
-    if call.continuation:
-        pass  # charged when the call began; its retry with the input is the same call
-    elif rule.rate_limit is not None:
+    # A continuation (the retry, with identical arguments, of a call already charged) is decided like any
+    # call but charged nothing again; a cost that could never fit is refused in every round.
+    if rule.rate_limit is not None and not call.continuation:
         limit = rule.rate_limit
         used = state.entries(rule.key, "rate_limit", now, limit.window)
-        if len(used) + 1 > limit.max:
-            retry = _retry_after(used, limit.max - 1, now, limit.window) if limit.max > 0 else None
+        if used.total + 1 > limit.max:
+            retry = used.retry_after(limit.max - 1, now, limit.window) if limit.max > 0 else None
             return Decision("deny", rule.key,
                             f"rate limit reached: at most {limit.max} call(s) per {limit.window:g} s",
                             retry, "rate_limit")
-        charges.append(Charge(rule.key, "rate_limit", 1, now))
-    if rule.budget is not None and not call.continuation:
+        charges.append(Charge(rule.key, "rate_limit", 1, now, limit.window))
+    if rule.budget is not None:
         budget = rule.budget
         cost = _cost(arguments, budget.cost)
         if isinstance(cost, str):
             return Decision("deny", rule.key, cost, kind="budget")
-        used = state.entries(rule.key, "budget", now, budget.window)
-        spent = state.spent(rule.key, "budget", now, budget.window)
         if cost > budget.max:
             return Decision("deny", rule.key,
                             f"cost {cost:g} is more than the whole budget of {budget.max:g} per "
                             f"{budget.window:g} s", None, "budget")
-        if spent + cost > budget.max:
-            retry = _budget_retry_after(used, budget.max - cost, now, budget.window)
-            return Decision("deny", rule.key,
-                            f"budget exhausted: {spent:g} of {budget.max:g} spent in the last "
-                            f"{budget.window:g} s, this call costs {cost:g}", retry, "budget")
-        if cost > 0:  # a free call takes nothing, and leaves no entry to keep
-            charges.append(Charge(rule.key, "budget", cost, now))
+        if not call.continuation:
+            used = state.entries(rule.key, "budget", now, budget.window)
+            if used.total + cost > budget.max:
+                retry = used.retry_after(budget.max - cost, now, budget.window)
+                return Decision("deny", rule.key,
+                                f"budget exhausted: {used.total:g} of {budget.max:g} spent in the last "
+                                f"{budget.window:g} s, this call costs {cost:g}", retry, "budget")
+            if cost > 0:  # a free call takes nothing, and leaves no entry to keep
+                charges.append(Charge(rule.key, "budget", cost, now, budget.window))
     if rule.action == "require_approval":
         return Decision("require_approval", rule.key,
                         rule.reason or f"calls to {call.name} need a human's approval, and mcp-guard "
@@ -182,27 +264,15 @@ def _default_decision(policy: Policy, call: ToolCall) -> Decision:
     return Decision("allow", None, kind="default")
 
 
-def _case_variant_key(schema: Any, value: Any, where: str) -> str | None:
-    """An argument key that is a property of the schema in another case ("Path" for "path"). JSON Schema
-    sees another property, unconstrained; a server decoding with Go's encoding/json reads it as the
-    constrained one. Refused wherever the schema names properties."""
-    if not isinstance(schema, dict) or not isinstance(value, dict):
-        return None
-    properties = schema.get("properties")
-    if not isinstance(properties, dict) or not properties:
-        return None
-    folded = {name.casefold(): name for name in properties}
-    for key, item in value.items():
-        if key not in properties:
-            other = folded.get(key.casefold())
-            if other is not None:
-                return (f"argument {where}{key} differs only in case from the constrained argument "
-                        f"{where}{other}")
-        else:
-            problem = _case_variant_key(properties[key], item, f"{where}{key}.")
-            if problem is not None:
-                return problem
-    return None
+def _case_variant_key(policy: Policy, rule: Rule, arguments: Any) -> str | None:
+    """An argument key that is a key the schema constrains, in another case ("Path" for "path"). JSON
+    Schema sees another key, unconstrained; a server decoding with Go's encoding/json reads it as the
+    constrained one. Refused wherever the schema constrains keys (argschema.KeyPlan)."""
+    try:
+        problem: str | None = policy.key_plan(rule).problem(arguments)
+    except RecursionError:  # arguments nested past what can be walked: refused (fail closed)
+        return "the arguments are nested too deeply to be checked"
+    return problem
 
 
 def _argument_problem(policy: Policy, rule: Rule, arguments: Any) -> str | None:
@@ -248,21 +318,7 @@ def _cost(arguments: Any, pointer: str) -> float | str:
         return f"the cost at {pointer} in the call's arguments is not a number"
     if value < 0:
         return f"the cost at {pointer} in the call's arguments is negative"
+    if 0 < value < sys.float_info.min:
+        # Subnormal: too small to add up to anything, and a flood of them would only fill the state.
+        return f"the cost at {pointer} in the call's arguments is too small to count (below {sys.float_info.min:g})"
     return float(value)
-
-
-def _retry_after(used: deque[tuple[float, float]], keep: int, now: float, window: float) -> float:
-    """Seconds until enough of the oldest entries leave the window that only `keep` remain."""
-    index = len(used) - keep - 1  # entries are oldest first
-    if index < 0:
-        return 0.0
-    return max(0.0, used[index][0] + window - now)
-
-
-def _budget_retry_after(used: deque[tuple[float, float]], room: float, now: float, window: float) -> float:
-    spent = sum(a for _, a in used)
-    for t, amount in used:  # oldest first
-        spent -= amount
-        if spent <= room:
-            return max(0.0, t + window - now)
-    return 0.0

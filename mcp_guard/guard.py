@@ -50,6 +50,9 @@ class CallWatch:
     id_key: str = ""
     cancelled: bool = False
     started: bool = False  # the server asked the client something while the call was in flight
+    # The call's line as received (kept, not copied, until its answer): an input_required answer hands
+    # out a requestState, and only a retry with these very arguments is this call's continuation.
+    request_line: bytes = b""
 
 
 def _carries_stateless_version(msg: wire.Message) -> bool:
@@ -69,9 +72,10 @@ class Guard:
         self.state = SessionState()
         self.era: str | None = None  # "handshake" or "stateless", from the client's requests
         self._charged_calls: dict[str, CallWatch] = {}  # by request id, while the call is in flight
-        # (tool, requestState) handed out with input_required answers to charged calls: the retry that
-        # carries one back is the same call, not charged again. One use each; bounded.
-        self._continuations: dict[tuple[str, str], None] = {}
+        # (tool, requestState) handed out with input_required answers to charged calls, with the canonical
+        # form of the charged call's arguments: the retry that carries the state back with identical
+        # arguments is the same call, not charged again. One use each, whatever the retry carries; bounded.
+        self._continuations: dict[tuple[str, str], str] = {}
 
     # --- client messages -------------------------------------------------------------------------
 
@@ -136,9 +140,12 @@ class Guard:
         now = self.clock()
         request_state = params.get("requestState")
         continuation = False
-        if isinstance(request_state, str) and (name, request_state) in self._continuations:
-            del self._continuations[(name, request_state)]
-            continuation = True
+        if isinstance(request_state, str) and self._continuations:
+            charged_arguments = self._continuations.pop((name, request_state), None)
+            # A server need not seal its state to the arguments (the SDK's lowlevel Server does not): a retry
+            # with other arguments is another call, decided and charged in full.
+            continuation = (charged_arguments is not None
+                            and wire.call_arguments_fingerprint(msg.raw) == charged_arguments)
         decision = decide(self.policy, ToolCall(name, arguments, continuation), self.state, now)
         if self.audit.enabled:
             self.audit.record("call", request_id=msg.id, tool=name, **decision.as_record(),
@@ -147,7 +154,7 @@ class Guard:
             if decision.charges or continuation:
                 self.state.record(decision.charges)
                 assert msg.id_key is not None
-                watch = CallWatch(name, decision.charges, msg.id_key)
+                watch = CallWatch(name, decision.charges, msg.id_key, request_line=msg.raw)
                 self._charged_calls[msg.id_key] = watch
                 return Forward(watch=watch)
             return Forward()
@@ -193,10 +200,12 @@ class Guard:
                 self.audit.record("refund", tool=watch.tool, request_id=msg.id)
             elif isinstance(result, dict) and result.get("resultType") == "input_required":
                 state = result.get("requestState")
-                if isinstance(state, str):
+                charged_arguments = (wire.call_arguments_fingerprint(watch.request_line)
+                                     if isinstance(state, str) else None)
+                if isinstance(state, str) and charged_arguments is not None:
                     if len(self._continuations) >= 1024:
                         self._continuations.pop(next(iter(self._continuations)))
-                    self._continuations[(watch.tool, state)] = None
+                    self._continuations[(watch.tool, state)] = charged_arguments
         return Forward()
 
     def upstream_request(self, msg: wire.Message) -> None:

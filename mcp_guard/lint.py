@@ -61,8 +61,17 @@ def _untyped_properties(schema: object, where: str) -> list[str]:
     return found
 
 
+def argument_annotations(policy: Policy) -> list[str]:
+    """Annotation-only keywords in argument schemas (format, contentMediaType, readOnly, ...): they
+    constrain nothing, though they read as if they did. Said by `check`, and by `run` at start."""
+    from .argschema import annotation_findings
+
+    return [finding for rule in policy.rules if rule.arguments is not None
+            for finding in annotation_findings(rule.arguments, f"rules.{rule.key}.arguments")]
+
+
 def lint(policy: Policy) -> list[str]:
-    findings: list[str] = []
+    findings: list[str] = argument_annotations(policy)
     for rule in policy.rules:
         for place in _untyped_properties(rule.arguments, f"rules.{rule.key}.arguments"):
             findings.append(f"{place} has constraints but no \"type\": a server that converts arguments "

@@ -1,7 +1,9 @@
 """List a server's tools for `mcp-guard check -- COMMAND`: a small synchronous JSON-RPC client.
 
 It speaks the handshake era (initialize), which every MCP server to date accepts, and follows
-nextCursor through every page.
+nextCursor through every page. `timeout` bounds the whole listing, not each wait: a server that keeps
+writing notifications but never answers must not keep `check` alive (one deadline, then the server is
+stopped without the usual grace).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import queue
 import signal
 import subprocess
 import threading
+import time
 from typing import Any
 
 from .upstream import StartError, Upstream
@@ -20,7 +23,18 @@ class ListingError(Exception):
     pass
 
 
+# Seconds a server gets to exit once the listing is over (stdin closed, then SIGTERM), inside the deadline
+# when there is time left, and at most this long after it when there is not.
+STOP_GRACE = 2.0
+STOP_GRACE_LATE = 0.5
+
+
 def list_tools(command: list[str], timeout: float) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+
+    def remaining() -> float:
+        return max(0.0, deadline - time.monotonic())
+
     try:
         upstream = Upstream.start(command)
     except StartError as exc:
@@ -53,7 +67,8 @@ def list_tools(command: list[str], timeout: float) -> list[dict[str, Any]]:
         import select
 
         while view:
-            select.select([], [upstream.stdin_fd], [], timeout)
+            if not select.select([], [upstream.stdin_fd], [], remaining())[1]:
+                raise ListingError(f"no tool list within {timeout:g} s (the server does not read its input)")
             try:
                 view = view[os.write(upstream.stdin_fd, view):]
             except BlockingIOError:
@@ -64,9 +79,9 @@ def list_tools(command: list[str], timeout: float) -> list[dict[str, Any]]:
     def answer(request_id: int) -> dict[str, Any]:
         while True:
             try:
-                line = lines.get(timeout=timeout)
+                line = lines.get(timeout=remaining())
             except queue.Empty:
-                raise ListingError(f"no answer within {timeout:g} s") from None
+                raise ListingError(f"no tool list within {timeout:g} s") from None
             if not line:
                 raise ListingError("the server exited before answering")
             try:
@@ -103,11 +118,11 @@ def list_tools(command: list[str], timeout: float) -> list[dict[str, Any]]:
         # The stdio shutdown order, then what the server started goes with it (its process group).
         upstream.close_stdin()
         try:
-            process.wait(2)
+            process.wait(min(STOP_GRACE, max(remaining(), STOP_GRACE_LATE / 2)))
         except subprocess.TimeoutExpired:
             upstream.signal_group(signal.SIGTERM)
             try:
-                process.wait(2)
+                process.wait(min(STOP_GRACE, max(remaining(), STOP_GRACE_LATE / 2)))
             except subprocess.TimeoutExpired:
                 pass
         upstream.signal_group(signal.SIGKILL)

@@ -79,6 +79,7 @@ class Policy:
     _exact: dict[str, tuple[Rule, ...]] = field(default_factory=dict, repr=False, compare=False)
     _globs: tuple[tuple[Rule, re.Pattern[str]], ...] = field(default=(), repr=False, compare=False)
     _validators: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _key_plans: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _matches: dict[str, tuple[Rule, ...]] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -112,11 +113,22 @@ class Policy:
         """The compiled argument validator of a rule (built once, on first use)."""
         validator = self._validators.get(rule.key + "\0" + rule.origin)
         if validator is None:
-            from jsonschema import Draft202012Validator
+            from .argschema import draft_of, validator_class
 
-            validator = Draft202012Validator(rule.arguments)
+            # The draft the schema's $schema names (checked at load), else 2020-12.
+            validator = validator_class(draft_of(rule.arguments))(rule.arguments)
             self._validators[rule.key + "\0" + rule.origin] = validator
         return validator
+
+    def key_plan(self, rule: Rule) -> Any:
+        """Which object keys the rule's argument schema constrains, for the case-variant refusal."""
+        plan = self._key_plans.get(rule.key + "\0" + rule.origin)
+        if plan is None:
+            from .argschema import KeyPlan, draft_of
+
+            plan = KeyPlan(rule.arguments, draft_of(rule.arguments))
+            self._key_plans[rule.key + "\0" + rule.origin] = plan
+        return plan
 
 
 def is_glob(key: str) -> bool:
@@ -385,43 +397,42 @@ def _build(data: dict[str, Any], text: str, file: str) -> Policy:
 
 
 def _check_argument_schema(arguments: Any, file: str, text: str, key: str) -> None:
-    from jsonschema import Draft202012Validator
+    """An argument schema must say what it means: a draft mcp-guard evaluates, valid in that draft, only
+    that draft's keywords (a misspelled or another draft's keyword would constrain nothing, silently),
+    and every $ref inside it."""
     from jsonschema.exceptions import SchemaError
 
+    from .argschema import draft_of, draft_problem, keyword_problems, references, validator_class
+
+    at = ["rules", key, "arguments"]
+    unknown_draft = draft_problem(arguments)
+    if unknown_draft is not None:
+        path = at + unknown_draft[0]
+        raise PolicyError(file, unknown_draft[1], _json_path(path), _line_of(text, path))
+    draft = draft_of(arguments)
     try:
-        Draft202012Validator.check_schema(arguments)
+        validator_class(draft).check_schema(arguments)
     except SchemaError as exc:
-        path = ["rules", key, "arguments", *exc.path]
+        path = at + list(exc.path)
         raise PolicyError(file, f"not a valid JSON Schema: {exc.message}", _json_path(path),
                           _line_of(text, path)) from None
-    for path, ref in _refs(arguments, ["rules", key, "arguments"]):
+    for path, problem in keyword_problems(arguments, draft, at):
+        raise PolicyError(file, problem, _json_path(path), _line_of(text, path))
+    for path, ref in references(arguments, draft, at):
         if not ref.startswith("#"):
             raise PolicyError(file, f"$ref {ref!r} points outside the policy; mcp-guard never fetches schemas",
                               _json_path(path), _line_of(text, path))
         try:
-            _resolver(arguments).lookup(ref)
+            _resolver(arguments, draft).lookup(ref)
         except Exception:  # noqa: BLE001 - any failure to resolve is the same problem for the user
             raise PolicyError(file, f"$ref {ref!r} points to nothing in this schema", _json_path(path),
                               _line_of(text, path)) from None
 
 
-def _resolver(schema_root: Any) -> Any:
+def _resolver(schema_root: Any, draft: str = "2020-12") -> Any:
     from referencing import Registry
-    from referencing.jsonschema import DRAFT202012
 
-    resource = DRAFT202012.create_resource(schema_root)
+    from .argschema import specification
+
+    resource = specification(draft).create_resource(schema_root)
     return Registry().with_resource("urn:mcp-guard:arguments", resource).resolver("urn:mcp-guard:arguments")
-
-
-def _refs(node: Any, path: list[Any]) -> list[tuple[list[Any], str]]:
-    found: list[tuple[list[Any], str]] = []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "$ref" and isinstance(value, str):
-                found.append((path + ["$ref"], value))
-            elif key not in ("const", "enum", "default", "examples"):
-                found += _refs(value, path + [key])
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            found += _refs(value, path + [index])
-    return found

@@ -287,3 +287,42 @@ def request(request_id: Any, method: str, params: dict[str, Any] | None = None) 
     if params is not None:
         body["params"] = params
     return encode(body)
+
+
+class _NumberText(str):
+    """A JSON number exactly as it was written: to a server that keeps numbers as text or as decimals,
+    1, 1.0, 1e0 and 1.00000000000000001 are four values, so a comparison of arguments must be too."""
+
+
+_literal_decoder = json.JSONDecoder(parse_float=_NumberText, parse_int=_NumberText,
+                                    parse_constant=_reject_constant)
+
+
+def _canonical(value: Any) -> str:
+    if isinstance(value, _NumberText):
+        return str.__str__(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # by value: "\u0041" and "A" are one string to every JSON parser
+    if isinstance(value, dict):
+        return "{" + ",".join(json.dumps(key) + ":" + _canonical(value[key]) for key in sorted(value)) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_canonical(item) for item in value) + "]"
+    return json.dumps(value)  # true, false, null
+
+
+def call_arguments_fingerprint(line: bytes) -> str | None:
+    """The `arguments` of the tools/call in `line` in a canonical form, to tell whether two calls carry
+    identical arguments: keys sorted, strings compared by value, numbers exactly as written (any
+    difference in how a number is spelled makes another value). A call without `arguments` is one with
+    `{}`, as servers and the policy read it. None when the line cannot be read so (the caller then treats
+    the calls as different)."""
+    try:
+        body = _literal_decoder.decode(line.decode("utf-8"))
+        params = body.get("params") if isinstance(body, dict) else None
+        if not isinstance(params, dict):
+            return None
+        if "arguments" not in params:
+            return "{}"
+        return _canonical(params["arguments"])
+    except (ValueError, RecursionError):
+        return None
