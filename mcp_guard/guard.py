@@ -267,7 +267,7 @@ class Guard:
         if not isinstance(wire.parse(msg.raw, strict=True), wire.Message):
             # Duplicate or case-variant keys: a client could read other tools than mcp-guard does, so
             # these bytes never pass. Written out again as read here when that removes the ambiguity.
-            read = _read_ambiguous_listing(msg.raw)
+            read = read_ambiguous_listing(msg.raw)
             if isinstance(read, str):
                 log.warning("withheld an ambiguous tools/list answer: %s", read)
                 return Reply(wire.error_response(watch.request_id, wire.INTERNAL_ERROR,
@@ -300,7 +300,7 @@ class Guard:
         return Forward(replacement=wire.encode(body))
 
 
-def _read_ambiguous_listing(raw: bytes) -> dict[str, Any] | str:
+def read_ambiguous_listing(raw: bytes) -> dict[str, Any] | str:
     """A tools/list answer the strict reader refused: the answer as read with the last of duplicate keys
     kept, when writing it out again leaves no other reading of which tools it lists; otherwise why not.
     Where the tools are decided (the message, its result, each tool) keys that differ only in case or

@@ -147,5 +147,6 @@ def test_other_messages_flow_while_a_probe_waits(spawn_guard, tmp_path):
     first = proc.recv(30)
     second = proc.recv(30)
     assert first == {"jsonrpc": "2.0", "id": 6, "result": {}}
-    assert second == {"jsonrpc": "2.0", "id": 5, "error": {"code": -32602, "message": "Unknown tool: delete_everything"}}
+    assert second == {"jsonrpc": "2.0", "id": 5,
+                      "error": {"code": -32602, "message": "Unknown tool: delete_everything"}}
 

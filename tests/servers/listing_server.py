@@ -16,7 +16,8 @@ import json
 import os
 import sys
 
-LISTINGS = json.loads(os.environ.get("LISTINGS") or '["{\\"jsonrpc\\":\\"2.0\\",\\"id\\":__ID__,\\"result\\":{\\"tools\\":[]}}"]')
+LISTINGS = json.loads(os.environ["LISTINGS"]) if os.environ.get("LISTINGS") else [
+    '{"jsonrpc":"2.0","id":__ID__,"result":{"tools":[]}}']
 record = open(os.environ["RECORD_FILE"], "ab", buffering=0) if os.environ.get("RECORD_FILE") else None  # noqa: SIM115
 sent = open(os.environ["SENT_FILE"], "ab", buffering=0) if os.environ.get("SENT_FILE") else None  # noqa: SIM115
 out = sys.stdout.buffer
