@@ -112,7 +112,9 @@ def test_a_stateless_ambiguous_listing_keeps_its_other_fields(spawn_guard, tmp_p
                '"resultType":"complete","_meta":{"k":1,"k":2}}}')
     proc, _ = listing_session(spawn_guard, tmp_path, listing, stateless=True)
     meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
-    answer = json.loads(list_raw(proc, 2, {"_meta": meta}))
+    raw = list_raw(proc, 2, {"_meta": meta})
+    assert json.loads(raw) == json.loads(raw, object_pairs_hook=_first_key_wins)
+    answer = json.loads(raw)
     assert answer["result"] == {"tools": [{"name": "echo"}], "ttlMs": 60000, "cacheScope": "session",
                                 "resultType": "complete", "_meta": {"k": 2}}
 
