@@ -272,7 +272,7 @@ class Guard:
                 log.warning("withheld an ambiguous tools/list answer: %s", read)
                 return Reply(wire.error_response(watch.request_id, wire.INTERNAL_ERROR,
                                                  "mcp-guard could not read the upstream server's tool list"))
-            log.warning("rewrote an ambiguous tools/list answer (duplicate keys) as mcp-guard read it")
+            log.warning("rewrote an ambiguous tools/list answer as mcp-guard read it (duplicate keys kept last)")
             body, rewrite = read, True
         if "error" in body:
             return Forward(replacement=wire.encode(body)) if rewrite else Forward()

@@ -104,7 +104,8 @@ def test_hidden_and_missing_are_byte_identical_even_for_a_name_that_needs_escapi
 
 def test_probe_carries_only_the_era_meta_never_arguments_or_input(spawn_guard, tmp_path):
     record = tmp_path / "record.jsonl"
-    proc = spawn_guard([sys.executable, str(RECORDING)], policy=POLICY,
+    audit = tmp_path / "audit.jsonl"
+    proc = spawn_guard([sys.executable, str(RECORDING)], policy=POLICY, extra=("--audit", str(audit)),
                        env={"RECORD_FILE": str(record), "TOOLS": "allowed,delete_everything"})
     extra = {"inputResponses": {"ask": {"action": "accept", "content": {"pin": "1234"}}},
              "requestState": "state-for-the-hidden-tool"}
@@ -123,6 +124,9 @@ def test_probe_carries_only_the_era_meta_never_arguments_or_input(spawn_guard, t
     raw = record.read_bytes()
     for secret in (b"delete_everything", b"/etc", b"1234", b"state-for-the-hidden-tool"):
         assert secret not in raw
+    # The audit log records the decision on the hidden call (not the probe).
+    calls = [r for r in map(json.loads, audit.read_text().splitlines()) if r.get("event") == "call"]
+    assert [(r["tool"], r["action"]) for r in calls] == [("delete_everything", "hide"), ("no_such_tool", "allow")]
 
 
 def test_a_probe_whose_upstream_dies_is_answered_as_a_missing_call_would_be(spawn_guard, tmp_path):
