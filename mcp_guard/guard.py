@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,6 +56,27 @@ class CallWatch:
     request_line: bytes = b""
 
 
+@dataclass(slots=True)
+class ProbeWatch:
+    """A call to a hidden tool, sent upstream as a call to a name that cannot exist (`probe_name`): the
+    upstream's answer, with that name turned into the hidden one, is what the client gets."""
+
+    hidden_name: str
+    probe_name: str
+    request_id: Any
+
+
+# The tools/call params a probe keeps: what shapes the upstream's answer (the era's _meta, a task
+# request), never what the hidden tool would have been given (arguments, inputResponses, requestState).
+PROBE_PARAMS = ("_meta", "task")
+
+
+def _new_probe_name() -> str:
+    # A plain name every server accepts as one (letters and digits, under 64 characters), that no
+    # encoder escapes, and that no server has: 96 random bits, and checked against every listing.
+    return "t" + secrets.token_hex(12)
+
+
 def _carries_stateless_version(msg: wire.Message) -> bool:
     """Whether a request says, in params._meta, that it speaks 2026-07-28 or later."""
     params = msg.params
@@ -76,6 +98,7 @@ class Guard:
         # form of the charged call's arguments: the retry that carries the state back with identical
         # arguments is the same call, not charged again. One use each, whatever the retry carries; bounded.
         self._continuations: dict[tuple[str, str], str] = {}
+        self._probe_name = _new_probe_name()
 
     # --- client messages -------------------------------------------------------------------------
 
@@ -160,8 +183,7 @@ class Guard:
             return Forward()
         if decision.action == "hide":
             log.warning("refused a call to %s: hidden by %s", name, decision.rule or "the default")
-            # Exactly what a server answers for a tool it does not have: nothing mentions policy.
-            return Reply(wire.error_response(msg.id, wire.INVALID_PARAMS, f"Unknown tool: {name}"))
+            return self._hidden_call(msg, name, params)
         log.warning("refused a call to %s (%s): %s", name, decision.rule or "default", decision.reason)
         return Reply(self._refusal(msg, name, decision))
 
@@ -180,11 +202,25 @@ class Guard:
             result["resultType"] = "complete"
         return wire.result_response(msg.id, result)
 
+    def _hidden_call(self, msg: wire.Message, name: str, params: dict[str, Any]) -> Forward:
+        """Answer a hidden tool exactly as this upstream answers a name it does not have, by asking it:
+        the call goes on, under its own id, as a call to a name that cannot exist, with no arguments,
+        and the answer comes back with that name turned into the hidden one. The hidden name and what
+        was meant for it never reach the upstream."""
+        probe: dict[str, Any] = {"name": self._probe_name}
+        if "arguments" in params:
+            probe["arguments"] = {}
+        probe.update((key, params[key]) for key in PROBE_PARAMS if key in params)
+        return Forward(watch=ProbeWatch(name, self._probe_name, msg.id),
+                       replacement=wire.request(msg.id, "tools/call", probe))
+
     # --- upstream answers ------------------------------------------------------------------------
 
     def upstream_answer(self, msg: wire.Message, watch: Any) -> Forward | Reply:
         if isinstance(watch, ListWatch):
             return self._filter_listing(msg, watch)
+        if isinstance(watch, ProbeWatch):
+            return self._answer_as_unknown(msg, watch)
         if isinstance(watch, CallWatch):
             self._charged_calls.pop(watch.id_key, None)
             result = msg.body.get("result")
@@ -218,10 +254,38 @@ class Guard:
         if isinstance(watch, CallWatch):
             self._charged_calls.pop(watch.id_key, None)
 
+    def _answer_as_unknown(self, msg: wire.Message, watch: ProbeWatch) -> Forward | Reply:
+        """The upstream's answer to a probe, with the probe's name turned into the hidden one in the raw
+        bytes (so everything else stays exactly as the upstream wrote it). When the probe's name is still
+        to be seen afterwards (written in another form: escaped, cut short, in other case), the answer
+        could not be made the upstream's own, and the client gets a plain "Unknown tool" error instead."""
+        probe = watch.probe_name.encode()
+        rewritten = msg.raw.replace(probe, wire.string_content(watch.hidden_name))
+        parsed = wire.parse(rewritten, strict=False)
+        if (isinstance(parsed, wire.Message) and parsed.id_key == msg.id_key
+                and probe[:12] not in wire.encode(parsed.body).lower()):
+            return Forward(replacement=None if rewritten == msg.raw else rewritten)
+        log.warning("could not turn the upstream's answer about an unknown tool into one about %s",
+                    watch.hidden_name)
+        return Reply(wire.error_response(watch.request_id, wire.INVALID_PARAMS,
+                                         f"Unknown tool: {watch.hidden_name}"))
+
     def _filter_listing(self, msg: wire.Message, watch: ListWatch) -> Forward | Reply:
-        if "error" in msg.body:
-            return Forward()
-        result = msg.body.get("result")
+        body = msg.body
+        rewrite = False
+        if not isinstance(wire.parse(msg.raw, strict=True), wire.Message):
+            # Duplicate or case-variant keys: a client could read other tools than mcp-guard does, so
+            # these bytes never pass. Written out again as read here when that removes the ambiguity.
+            read = read_ambiguous_listing(msg.raw)
+            if isinstance(read, str):
+                log.warning("withheld an ambiguous tools/list answer: %s", read)
+                return Reply(wire.error_response(watch.request_id, wire.INTERNAL_ERROR,
+                                                 "mcp-guard could not read the upstream server's tool list"))
+            log.warning("rewrote an ambiguous tools/list answer as mcp-guard read it (duplicate keys kept last)")
+            body, rewrite = read, True
+        if "error" in body:
+            return Forward(replacement=wire.encode(body)) if rewrite else Forward()
+        result = body.get("result")
         tools = result.get("tools") if isinstance(result, dict) else None
         if not isinstance(tools, list) or not all(
                 isinstance(tool, dict) and isinstance(tool.get("name"), str) for tool in tools):
@@ -235,9 +299,33 @@ class Guard:
                 kept.append(tool)
             else:
                 hidden.append(tool["name"])
-        if not hidden:
+            if tool["name"] == self._probe_name:  # never, in practice: a probe must name no real tool
+                self._probe_name = _new_probe_name()
+        if not hidden and not rewrite:
             return Forward()
         self.audit.record("list", request_id=msg.id, hidden=hidden, shown=len(kept))
         assert isinstance(result, dict)
         result["tools"] = kept
-        return Forward(replacement=wire.encode(msg.body))
+        return Forward(replacement=wire.encode(body))
+
+
+def read_ambiguous_listing(raw: bytes) -> dict[str, Any] | str:
+    """A tools/list answer the strict reader refused: the answer as read with the last of duplicate keys
+    kept, when writing it out again leaves no other reading of which tools it lists; otherwise why not.
+    Where the tools are decided (the message, its result, each tool) keys that differ only in case or
+    hold control characters cannot be written away; deeper down (a tool's inputSchema) they do not
+    change which tools the client sees, and are written out as they came."""
+    try:
+        body = wire.parse_resolving(raw)
+    except (ValueError, RecursionError):
+        return "not valid JSON"
+    if not isinstance(body, dict) or not isinstance(wire.classify(body, raw, strict=True), wire.Message):
+        return "its JSON-RPC members can be read two ways"
+    result = body.get("result")
+    tools = result.get("tools") if isinstance(result, dict) else None
+    levels = [("the message", body), ("its result", result)]
+    levels += [("a tool", tool) for tool in (tools if isinstance(tools, list) else ())]
+    for where, level in levels:
+        if isinstance(level, wire.AmbiguousObject) and not level.resolved:
+            return f"keys in {where} differ only in case or hold control characters"
+    return body

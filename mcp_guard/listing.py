@@ -16,6 +16,8 @@ import threading
 import time
 from typing import Any
 
+from . import wire
+from .guard import read_ambiguous_listing
 from .upstream import StartError, Upstream
 
 
@@ -89,6 +91,14 @@ def list_tools(command: list[str], timeout: float) -> list[dict[str, Any]]:
             except ValueError:
                 continue
             if isinstance(message, dict) and message.get("id") == request_id and "method" not in message:
+                if not isinstance(wire.parse(line, strict=True), wire.Message):
+                    # Read as `mcp-guard run` reads it: duplicate keys, the last kept, when writing it out
+                    # again removes the ambiguity; refused when not.
+                    read = read_ambiguous_listing(line)
+                    if isinstance(read, str):
+                        raise ListingError(f"the server's answer is ambiguous ({read}); "
+                                           "mcp-guard run refuses it with -32603")
+                    message = read
                 if "error" in message:
                     raise ListingError(f"the server answered with an error: {message['error']}")
                 result: dict[str, Any] = message.get("result") or {}

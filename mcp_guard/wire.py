@@ -100,6 +100,53 @@ _strict_escaped_decoder = json.JSONDecoder(object_pairs_hook=_strict_object_esca
 _plain_decoder = json.JSONDecoder(parse_constant=_reject_constant)
 
 
+class AmbiguousObject(dict[str, Any]):
+    """A JSON object another reader could read otherwise, as `parse_resolving` builds it: of duplicate
+    keys the last is kept (as every reader mcp-guard follows does). `resolved` is False when writing it
+    out again cannot remove the ambiguity: keys that differ only in case (Go's encoding/json reads them as
+    one) or that hold control characters."""
+
+    __slots__ = ("resolved",)
+
+    def __init__(self, pairs: dict[str, Any], resolved: bool) -> None:
+        super().__init__(pairs)
+        self.resolved = resolved
+
+
+def _resolving_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    folded_apart = len(obj) < 2 or len({key.casefold() for key in obj}) == len(obj)
+    clean_keys = not any(_CONTROL.search(key) for key in obj)
+    if len(obj) == len(pairs) and folded_apart and clean_keys:
+        return obj
+    return AmbiguousObject(obj, folded_apart and clean_keys)
+
+
+_resolving_decoder = json.JSONDecoder(object_pairs_hook=_resolving_object, parse_constant=_reject_constant)
+
+
+def parse_resolving(line: bytes) -> Any:
+    """Decode a line that the strict reader refused as ambiguous (raises ValueError or RecursionError
+    when it is not JSON at all): every object whose keys another reader could read otherwise is an
+    `AmbiguousObject`, so the caller can tell where the ambiguity is and whether writing the value out
+    again (`encode`) removes it."""
+    return _resolving_decoder.decode(line.decode("utf-8"))
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def string_content(text: str) -> bytes:
+    """`text` as it stands between the quotes of a JSON string, written as the MCP SDKs (Python and
+    TypeScript) write it: unicode as is, escapes only where JSON needs them (`\\"`, `\\\\`, control
+    characters), and a lone surrogate, which UTF-8 cannot hold, as its `\\u` escape."""
+    inner = json.dumps(text, ensure_ascii=False)[1:-1]
+    try:
+        return inner.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", inner).encode("utf-8")
+
+
 _SAFE_INTEGER = 2**53
 _DECIMAL = re.compile(r"-?[1-9][0-9]{15,}")
 

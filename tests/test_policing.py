@@ -21,6 +21,7 @@ SERVER = Path(__file__).resolve().parent / "servers" / "recording_server.py"
 PV_META = "io.modelcontextprotocol/protocolVersion"
 STATELESS_META = {PV_META: "2026-07-28"}
 DECISION = "mcp-guard/decision"
+PROBE_NAME = re.compile(r"t[0-9a-f]{24}")  # mcp-guard's stand-in for a hidden tool's name
 
 TOOLS = [
     "allowed", "secret_tool", "internal_a", "internal_b", "llm_job_cancel", "rate_tool", "budget_tool",
@@ -98,13 +99,19 @@ class Guarded:
         return [line for line in self.record.read_bytes().splitlines() if line.strip()]
 
     def upstream_calls(self) -> list[Any]:
-        """The names of every tools/call the upstream received (notifications and batches included)."""
+        """The names of every tools/call the upstream received (notifications and batches included),
+        except mcp-guard's probes for hidden tools (a call to a random name that cannot exist): each of
+        those is checked here to carry nothing of the hidden call but its _meta (no arguments)."""
         names = []
         for msg in self.recorded():
             for item in msg if isinstance(msg, list) else [msg]:
                 if isinstance(item, dict) and item.get("method") == "tools/call":
                     params = item.get("params")
-                    names.append(params.get("name") if isinstance(params, dict) else None)
+                    name = params.get("name") if isinstance(params, dict) else None
+                    if isinstance(name, str) and PROBE_NAME.fullmatch(name):
+                        assert params.get("arguments", {}) == {} and set(params) <= {"name", "arguments", "_meta"}
+                        continue
+                    names.append(name)
         return names
 
     def list_all(self, meta: dict | None = None) -> tuple[list[str], list[dict]]:
@@ -179,7 +186,10 @@ def assert_refused(answer: dict, tool: str, action: str, rule: str | None, reaso
 
 
 def assert_unknown_tool(answer: dict, name: str) -> None:
-    assert answer["error"] == {"code": -32602, "message": f"Unknown tool: {name}"}, answer
+    """The recording server's own answer for a tool it does not have (mcp-guard asks it, for a hidden
+    tool, about a name that cannot exist, and puts the hidden name in)."""
+    assert answer["error"] == {"code": -32602, "message": f"Unknown tool: {name}",
+                               "data": {"source": "recording_server"}}, answer
     assert "result" not in answer
 
 
@@ -706,7 +716,7 @@ def test_sdk_client_sees_the_policy(tmp_path, mode):
     anyio.run(session)
     calls = [json.loads(line)["params"]["name"] for line in record.read_bytes().splitlines()
              if json.loads(line).get("method") == "tools/call"]
-    assert calls == ["allowed"]
+    assert calls[0] == "allowed" and len(calls) == 2 and PROBE_NAME.fullmatch(calls[1])  # secret_tool's probe
     first = json.loads(record.read_bytes().splitlines()[0])
     assert first["method"] == ("initialize" if mode == "legacy" else "server/discover")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -36,6 +37,7 @@ POLICY = {
 }
 FORBIDDEN = {"llm_job_cancel", "secret_a", "secret_b", "secret_zz", "approve_tool"}
 HIDDEN_LISTED = {"secret_a", "secret_b"}
+PROBE_NAME = re.compile(r"t[0-9a-f]{24}")  # mcp-guard's stand-in for a hidden tool's name
 RATE_MAX = 3
 ODD = ["LLM_JOB_CANCEL", "llm_job_cancel ", "llm_job_cancel\u200b", "llm_job_\u0441ancel", "secret_A",
        "Secret_a", "\uff53ecret_a"]
@@ -166,9 +168,13 @@ class Session:
         for raw in self.record.read_bytes().splitlines():
             if not raw.strip():
                 continue
-            # Forwarded as the exact bytes the client sent.
-            assert raw in self.sent_lines, raw
             msg = json.loads(raw, object_pairs_hook=_no_duplicates)
+            if raw not in self.sent_lines:
+                # Else forwarded as the exact bytes the client sent. The one line of mcp-guard's own: a hidden
+                # tool's probe, a call to a random name that cannot exist, with nothing of the hidden call.
+                assert msg.get("method") == "tools/call" and PROBE_NAME.fullmatch(msg["params"]["name"]), raw
+                assert msg["params"].get("arguments", {}) == {} and set(msg["params"]) <= {"name", "arguments"}, raw
+                continue
             assert isinstance(msg, dict), raw  # never a batch
             method = msg.get("method")
             if "id" not in msg:

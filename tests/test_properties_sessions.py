@@ -18,7 +18,8 @@ after the last chunk, without waiting, which exercises the drain.
 Invariants, for every example:
   1. the recording holds no tools/call to a hidden or denied tool, and no more calls to the rate-limited
      tool than the limit allows (plus the quota given back by upstream JSON-RPC errors); no batch, no
-     tools/call notification reaches it, and what reaches it is byte for byte what the client sent;
+     tools/call notification reaches it, and what reaches it is byte for byte what the client sent (but
+     for a hidden tool's probe: a call to a random name, with no arguments, under the hidden call's id);
   2. exactly one answer per request. Answers are counted per normalised id (5 and "5" are one id, as
      mcp-guard matches them). For every id key K: answers carrying K == requests the client sent with K.
      Duplicates therefore balance exactly: a request refused because its id is in flight gets its own
@@ -37,6 +38,7 @@ import itertools
 import json
 import os
 import queue
+import re
 import sys
 import time
 from collections import Counter
@@ -64,6 +66,7 @@ POLICY = {
         "rate_tool": {"rate_limit": {"max": RATE_MAX, "window": 3600}},
     },
 }
+PROBE_NAME = re.compile(r"t[0-9a-f]{24}")  # mcp-guard's stand-in for a hidden tool's name
 HIDDEN = {"secret_a", "secret_b", "secret_unlisted", "internal_admin"}
 DENIED = {"danger"}
 UPSTREAM_EXITED = -32001
@@ -361,8 +364,15 @@ class Session:
         for raw in self.record.read_bytes().splitlines() if self.record.exists() else []:
             if not raw.strip():
                 continue
-            assert raw in self.sent_lines, f"the upstream got a line the client never sent: {raw!r}"
             msg = json.loads(raw)
+            if raw not in self.sent_lines:
+                # The one line of mcp-guard's own: a hidden tool's probe, a call to a random name that
+                # cannot exist, with no arguments (its answer, with the hidden name put in, is the client's).
+                params = msg.get("params") if isinstance(msg, dict) else None
+                assert (msg.get("method") == "tools/call" and isinstance(params, dict)
+                        and PROBE_NAME.fullmatch(params.get("name", "")) and params.get("arguments", {}) == {}
+                        and set(params) <= {"name", "arguments", "_meta"}), \
+                    f"the upstream got a line the client never sent: {raw!r}"
             assert isinstance(msg, dict), f"a batch reached the upstream: {raw!r}"
             method = msg.get("method")
             if method is not None and "id" not in msg:

@@ -142,10 +142,10 @@ def test_everything_with_a_real_policy(mode: str, tools: Tools, workdir: Path, t
     assert refused["content"] == [{"type": "text", "text": text}]
     decision = {"action": "deny", "rule": "get-sum", "reason": "sums are off today"}
     assert refused["_meta"]["mcp-guard/decision"] == decision
-    hidden = by_call_through["get-env"]
-    assert "result" not in hidden, hidden
-    assert "Unknown tool: get-env" in hidden["message"]
-    assert "polic" not in hidden["message"].lower()
+    # The hidden tool answers exactly as the server answers a tool it does not have.
+    hidden = json.dumps(by_call_through["get-env"]).replace("get-env", "NAME")
+    assert hidden == json.dumps(by_call_direct["no-such-tool"]).replace("no-such-tool", "NAME")
+    assert by_call_through["get-env"]["result"]["content"][0]["text"] == "MCP error -32602: Tool get-env not found"
     for name in by_call_direct:
         if name not in ("get-sum", "get-env"):
             assert by_call_through[name] == by_call_direct[name], name
