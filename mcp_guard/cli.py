@@ -6,34 +6,42 @@ import json
 import logging
 import os
 import sys
+import time
 from typing import Any
 
 import click
 
 from . import __version__
-
-POLICY_ENV = "MCP_GUARD_POLICY"
-AUDIT_ENV = "MCP_GUARD_AUDIT"
+from .commandline import AUDIT_ENV, POLICY_ENV, Failure, ServerCommand
 
 
-class Failure(Exception):
-    """An error for people: printed as one line, with an exit status."""
+def _utc_time(created: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created * 1000) % 1000:03d}Z"
 
-    def __init__(self, message: str, status: int = 1) -> None:
-        super().__init__(message)
-        self.status = status
+
+class _StderrFormatter(logging.Formatter):
+    """`TIME mcp-guard: level: message`: a client's log file holds many servers' lines, hours apart."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{_utc_time(record.created)} mcp-guard: {record.levelname.lower()}: {super().format(record)}"
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper()),
-                        format="mcp-guard: %(levelname)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_StderrFormatter("%(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
+
+
+def _announce(message: str) -> None:
+    """A start-up line shown at every log level: which policy is in force."""
+    click.echo(f"{_utc_time(time.time())} mcp-guard: {message}", err=True)
 
 
 def _load_policy(path: str | None) -> Any:
-    from .policy import PolicyError, allow_all, load
+    from .policy import PolicyError, load
 
     if path is None:
-        return allow_all()
+        raise Failure(f"no policy: give --policy FILE or set {POLICY_ENV}", 2)
     try:
         return load(path)
     except PolicyError as exc:
@@ -47,10 +55,12 @@ def cli() -> None:
     constrain tool calls."""
 
 
-@cli.command(context_settings={"allow_interspersed_args": False})
+@cli.command(cls=ServerCommand, context_settings={"allow_interspersed_args": False})
 @click.option("--policy", "policy_path", envvar=POLICY_ENV, type=click.Path(dir_okay=False),
-              help=f"Policy file (JSON, or YAML by extension). Also ${POLICY_ENV}. Without one, "
-                   "everything passes.")
+              help=f"Policy file (JSON, or YAML by extension). Also ${POLICY_ENV}.")
+@click.option("--no-policy", is_flag=True,
+              help="Relay without a policy: every message passes. Without a policy and without this "
+                   "flag, run refuses to start.")
 @click.option("--audit", "audit_path", envvar=AUDIT_ENV, type=click.Path(dir_okay=False),
               help=f"Append one JSON decision record per line to this file. Also ${AUDIT_ENV}.")
 @click.option("--log-level", default="warning", show_default=True,
@@ -63,18 +73,23 @@ def cli() -> None:
 @click.option("--shutdown-grace", default=3.0, show_default=True, type=click.FloatRange(0),
               help="Seconds the server gets to exit after its stdin closes, before SIGTERM (then SIGKILL).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def run(policy_path: str | None, audit_path: str | None, log_level: str, max_message_bytes: int,
-        drain_timeout: float, shutdown_grace: float, command: tuple[str, ...]) -> None:
-    """Run COMMAND (an MCP stdio server) behind the policy: mcp-guard run --policy FILE -- COMMAND..."""
+@click.pass_context
+def run(ctx: click.Context, policy_path: str | None, no_policy: bool, audit_path: str | None, log_level: str,
+        max_message_bytes: int, drain_timeout: float, shutdown_grace: float, command: tuple[str, ...]) -> None:
+    """Run COMMAND (an MCP stdio server) behind the policy: mcp-guard run --policy FILE COMMAND [ARGS...]
+    (a `--` before COMMAND is optional)."""
+    from .commandline import load_run_policy, policy_summary
+
     _setup_logging(log_level)
     for variable in (POLICY_ENV, AUDIT_ENV):
         if os.environ.get(variable) == "" and not (policy_path if variable == POLICY_ENV else audit_path):
             # Set but empty (a templated client config whose variable was never filled): refusing beats
             # silently running without the policy, or without the audit trail.
-            raise Failure(f"{variable} is set but empty; unset it or name a file", 2)
+            raise Failure(f"{variable} is set but empty; unset it or name a file", 2, answer_client=True)
     if not command:
-        raise Failure("no server command: use mcp-guard run [--policy FILE] -- COMMAND [ARGS...]", 2)
-    policy = _load_policy(policy_path)
+        raise Failure("no server command: use mcp-guard run --policy FILE COMMAND [ARGS...]", 2)
+    from_environment = ctx.get_parameter_source("policy_path") == click.core.ParameterSource.ENVIRONMENT
+    policy = load_run_policy(policy_path, no_policy, from_environment, command)
     from .audit import AuditLog
     from .guard import Guard
     from .relay import Options
@@ -84,13 +99,15 @@ def run(policy_path: str | None, audit_path: str | None, log_level: str, max_mes
     try:
         audit = AuditLog(audit_path)
     except OSError as exc:
-        raise Failure(f"cannot open the audit file {audit_path}: {exc.strerror or exc}", 2) from None
+        raise Failure(f"cannot open the audit file {audit_path}: {exc.strerror or exc}", 2,
+                      answer_client=True) from None
     audit.record("start", policy=policy.source, command=list(command), version=__version__)
     options = Options(max_message_bytes, drain_timeout, shutdown_grace)
     try:
-        status = run_relay(command, Guard(policy, audit), options)
+        summary = policy_summary(policy) if not no_policy else "no policy (--no-policy): every message passes"
+        status = run_relay(command, Guard(policy, audit), options, started=lambda: _announce(summary))
     except StartError as exc:
-        raise Failure(str(exc), exc.status) from None
+        raise Failure(str(exc), exc.status, answer_client=True) from None
     finally:
         audit.close()
     # A pump thread may still be blocked reading a client that never closed its end; do not wait for it.
@@ -199,10 +216,10 @@ def main(argv: list[str] | None = None) -> None:
     foreign = foreign_distributions()
     if foreign:
         click.echo(f"mcp-guard: warning: {explain_conflict(foreign)}", err=True)
-    if args[:1] == ["run"] and "--" not in args and not {"-h", "--help"} & set(args):
-        click.echo("mcp-guard: error: put -- before the server command: "
-                   "mcp-guard run [--policy FILE] -- COMMAND [ARGS...]", err=True)
-        sys.exit(2)
+    from .commandline import known_variables, misspelled_variables
+
+    for name, meant in misspelled_variables(os.environ, known_variables(cli)):
+        click.echo(f"mcp-guard: warning: {name} is set, but mcp-guard reads {meant} (a typo?)", err=True)
     try:
         cli.main(args=args, prog_name="mcp-guard", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -215,6 +232,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except Failure as exc:
         click.echo(f"mcp-guard: error: {exc}", err=True)
+        if exc.answer_client:
+            from .startup import answer_first_request
+
+            answer_first_request(f"mcp-guard: {exc}")
         sys.exit(exc.status)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -13,7 +13,7 @@ from .upstream import Upstream
 
 
 def run_relay(command: Sequence[str], interceptor: Interceptor | None, options: Options,
-              stdin_fd: int = 0, stdout_fd: int = 1) -> int:
+              stdin_fd: int = 0, stdout_fd: int = 1, started: Callable[[], None] | None = None) -> int:
     """Start `command` and relay between (stdin_fd, stdout_fd) and it; the exit status. Raises StartError.
 
     The pump threads may still be blocked reading a peer that is gone when this returns: end the
@@ -28,6 +28,8 @@ def run_relay(command: Sequence[str], interceptor: Interceptor | None, options: 
     previous = {signum: signal.signal(signum, note) for signum in SIGNALS}
     try:
         upstream = Upstream.start(command)
+        if started is not None:
+            started()
         relay = Relay(stdin_fd, stdout_fd, upstream, interceptor, options)
         relay.early_signals = early
         return anyio.run(relay.run)
