@@ -7,7 +7,6 @@ import logging
 import os
 import sys
 import time
-from typing import Any
 
 import click
 
@@ -35,17 +34,6 @@ def _setup_logging(level: str) -> None:
 def _announce(message: str) -> None:
     """A start-up line shown at every log level: which policy is in force."""
     click.echo(f"{_utc_time(time.time())} mcp-guard: {message}", err=True)
-
-
-def _load_policy(path: str | None) -> Any:
-    from .policy import PolicyError, load
-
-    if path is None:
-        raise Failure(f"no policy: give --policy FILE or set {POLICY_ENV}", 2)
-    try:
-        return load(path)
-    except PolicyError as exc:
-        raise Failure(f"policy error: {exc}", 2) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -115,89 +103,32 @@ def run(ctx: click.Context, policy_path: str | None, no_policy: bool, audit_path
     os._exit(status)
 
 
-@cli.command()
+@cli.command(cls=ServerCommand, leading=1)
 @click.argument("policy_file", type=click.Path(dir_okay=False))
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the server's tool list.")
 def check(policy_file: str, command: tuple[str, ...], timeout: float) -> None:
-    """Validate and lint POLICY_FILE; with -- COMMAND, also compare it with the server's real tools."""
-    from .lint import lint
-    from .policy import PolicyError, load
+    """Validate and lint POLICY_FILE; with COMMAND (a `--` before it is optional), also compare it with the
+    server's real tools and show what the agent will see. Exit status: 0 clean, 1 warnings, 2 invalid."""
+    from .reports import check as report
 
-    try:
-        policy = load(policy_file)
-    except PolicyError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    findings = lint(policy)
-    tools: list[dict[str, Any]] | None = None
-    if command:
-        from .listing import ListingError, list_tools
-
-        try:
-            tools = list_tools(list(command), timeout)
-        except ListingError as exc:
-            raise Failure(f"cannot list the server's tools: {exc}", 1) from None
-        from .lint import lint_against_tools
-
-        findings += lint_against_tools(policy, [tool["name"] for tool in tools])
-    for finding in findings:
-        click.echo(f"{policy_file}: warning: {finding}")
-    if tools is not None:
-        from .engine import select_rule, visible
-
-        shown = [tool["name"] for tool in tools if visible(policy, tool["name"])]
-        click.echo(f"The server offers {len(tools)} tool(s); the agent will see {len(shown)}:")
-        for tool in tools:
-            name = tool["name"]
-            # What the rule says, not what a call with no arguments would get: an argument schema
-            # that requires something would otherwise show an allowed tool as denied.
-            rule = select_rule(policy, name)
-            action = rule.action if rule else policy.default
-            label: str = "hidden" if action == "hide" else action
-            if action == "allow" and rule is not None and (
-                    rule.rate_limit or rule.budget or rule.arguments is not None):
-                label = "allow (limited)"
-            click.echo(f"  {label:<18} {name}  [{rule.key if rule else 'default'}]")
-    if findings:
-        click.echo(f"{policy_file}: {len(findings)} warning(s)")
-        sys.exit(1)
-    click.echo(f"{policy_file}: OK")
+    sys.exit(report(policy_file, command, timeout))
 
 
-@cli.command()
+@cli.command(cls=ServerCommand, leading=1)
 @click.option("--policy", "policy_path", envvar=POLICY_ENV, required=True, type=click.Path(dir_okay=False))
 @click.option("--args", "args_json", default=None, help="The call's arguments as a JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Print the decision as one JSON object, nothing else.")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the server's tool list.")
 @click.argument("tool")
-def explain(policy_path: str, args_json: str | None, tool: str) -> None:
-    """Show the decision for a call to TOOL and the rule that made it."""
-    from .engine import SessionState, ToolCall, decide, select_rule
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def explain(policy_path: str, args_json: str | None, as_json: bool, timeout: float, tool: str,
+            command: tuple[str, ...]) -> None:
+    """Show the decision for a call to TOOL and the rule that made it; with COMMAND, also whether the
+    server offers TOOL. Exit status: 0 allowed, 1 refused, 2 bad input."""
+    from .reports import explain as report
 
-    policy = _load_policy(policy_path)
-    arguments = None
-    if args_json is not None:
-        try:
-            arguments = json.loads(args_json)
-        except ValueError as exc:
-            raise Failure(f"--args is not valid JSON: {exc}", 2) from None
-        if not isinstance(arguments, dict):
-            raise Failure("--args must be a JSON object", 2)
-    decision = decide(policy, ToolCall(tool, arguments), SessionState(), 0.0)
-    rule = select_rule(policy, tool)
-    matched = policy.matching_rules(tool)
-    click.echo(f"tool:     {tool}")
-    click.echo(f"decision: {decision.action}{' (hidden from tools/list)' if decision.action == 'hide' else ''}")
-    click.echo(f"rule:     {rule.place if rule else 'default'}")
-    if decision.reason:
-        click.echo(f"reason:   {decision.reason}")
-    if rule and (rule.rate_limit or rule.budget):
-        if rule.rate_limit:
-            click.echo(f"limit:    at most {rule.rate_limit.max} call(s) per {rule.rate_limit.window:g} s")
-        if rule.budget:
-            click.echo(f"budget:   {rule.budget.max:g} per {rule.budget.window:g} s, cost at {rule.budget.cost}")
-    if len(matched) > 1:
-        click.echo("also matched (less specific): " + ", ".join(r.place for r in matched[1:]))
-    click.echo(json.dumps({"tool": tool, **decision.as_record()}))
+    sys.exit(report(policy_path, tool, args_json, command, timeout, as_json))
 
 
 @cli.command()
