@@ -91,9 +91,15 @@ def run(ctx: click.Context, policy_path: str | None, no_policy: bool, audit_path
                       answer_client=True) from None
     audit.record("start", policy=policy.source, command=list(command), version=__version__)
     options = Options(max_message_bytes, drain_timeout, shutdown_grace)
+    guard = Guard(policy, audit)
+
+    def ended(status: int, how: str) -> None:
+        # The session's last record: how it ended, and what was decided in it.
+        audit.record("end", how=how, status=status, calls=sum(guard.counts.values()), decisions=guard.counts)
+
     try:
         summary = policy_summary(policy) if not no_policy else "no policy (--no-policy): every message passes"
-        status = run_relay(command, Guard(policy, audit), options, started=lambda: _announce(summary))
+        status = run_relay(command, guard, options, started=lambda: _announce(summary), ended=ended)
     except StartError as exc:
         raise Failure(str(exc), exc.status, answer_client=True) from None
     finally:

@@ -50,6 +50,17 @@ class CallWatch:
     id_key: str = ""
     cancelled: bool = False
     started: bool = False  # the server asked the client something while the call was in flight
+    rule: str | None = None
+    since: float | None = None  # when it was decided, for the --log-level info line; None: not logged
+
+
+@dataclass(slots=True)
+class TimedCall:
+    """An allowed call that takes nothing from a limit, watched only for its log line (info level)."""
+
+    tool: str
+    rule: str | None
+    since: float
 
 
 def _carries_stateless_version(msg: wire.Message) -> bool:
@@ -72,6 +83,9 @@ class Guard:
         # (tool, requestState) handed out with input_required answers to charged calls: the retry that
         # carries one back is the same call, not charged again. One use each; bounded.
         self._continuations: dict[tuple[str, str], None] = {}
+        self.counts: dict[str, int] = {}  # tools/call decisions by action, for the session's end record
+        # One line per call at info level (tool, decision, rule, ms); decided once, it costs a watch.
+        self.log_calls = log.isEnabledFor(logging.INFO)
 
     # --- client messages -------------------------------------------------------------------------
 
@@ -140,6 +154,7 @@ class Guard:
             del self._continuations[(name, request_state)]
             continuation = True
         decision = decide(self.policy, ToolCall(name, arguments, continuation), self.state, now)
+        self.counts[decision.action] = self.counts.get(decision.action, 0) + 1
         if self.audit.enabled:
             self.audit.record("call", request_id=msg.id, tool=name, **decision.as_record(),
                               argument_keys=sorted(arguments) if arguments else [])
@@ -147,15 +162,17 @@ class Guard:
             if decision.charges or continuation:
                 self.state.record(decision.charges)
                 assert msg.id_key is not None
-                watch = CallWatch(name, decision.charges, msg.id_key)
+                watch = CallWatch(name, decision.charges, msg.id_key, rule=decision.rule,
+                                  since=now if self.log_calls else None)
                 self._charged_calls[msg.id_key] = watch
                 return Forward(watch=watch)
-            return Forward()
+            return Forward(watch=TimedCall(name, decision.rule, now) if self.log_calls else None)
+        elapsed = self.clock() - now
         if decision.action == "hide":
-            log.warning("refused a call to %s: hidden by %s", name, decision.rule or "the default")
+            _log_call(logging.WARNING, name, "hide", decision.rule, elapsed, "refused (Unknown tool)")
             # Exactly what a server answers for a tool it does not have: nothing mentions policy.
             return Reply(wire.error_response(msg.id, wire.INVALID_PARAMS, f"Unknown tool: {name}"))
-        log.warning("refused a call to %s (%s): %s", name, decision.rule or "default", decision.reason)
+        _log_call(logging.WARNING, name, decision.action, decision.rule, elapsed, f"refused: {decision.reason}")
         return Reply(self._refusal(msg, name, decision))
 
     def _refusal(self, msg: wire.Message, name: str, decision: Decision) -> bytes:
@@ -178,6 +195,8 @@ class Guard:
     def upstream_answer(self, msg: wire.Message, watch: Any) -> Forward | Reply:
         if isinstance(watch, ListWatch):
             return self._filter_listing(msg, watch)
+        if isinstance(watch, (CallWatch, TimedCall)) and watch.since is not None:
+            _log_call(logging.INFO, watch.tool, "allow", watch.rule, self.clock() - watch.since, _outcome(msg))
         if isinstance(watch, CallWatch):
             self._charged_calls.pop(watch.id_key, None)
             result = msg.body.get("result")
@@ -205,6 +224,8 @@ class Guard:
             watch.started = True
 
     def upstream_answer_lost(self, watch: Any) -> None:
+        if isinstance(watch, (CallWatch, TimedCall)) and watch.since is not None:
+            _log_call(logging.INFO, watch.tool, "allow", watch.rule, self.clock() - watch.since, "no answer")
         # The call may or may not have run: its quota stays taken.
         if isinstance(watch, CallWatch):
             self._charged_calls.pop(watch.id_key, None)
@@ -232,3 +253,20 @@ class Guard:
         assert isinstance(result, dict)
         result["tools"] = kept
         return Forward(replacement=wire.encode(msg.body))
+
+
+def _log_call(level: int, tool: str, action: str, rule: str | None, seconds: float, outcome: str) -> None:
+    """`call TOOL: DECISION [rule: KEY] N ms: OUTCOME`, one line per call. Names are the agent's: one
+    holding a control character (a newline would forge a log line) is shown quoted."""
+    shown = tool if tool.isprintable() else repr(tool)
+    key = "default" if rule is None else (rule if rule.isprintable() else repr(rule))
+    outcome = outcome if outcome.isprintable() else repr(outcome)
+    log.log(level, "call %s: %s [rule: %s] %d ms: %s", shown, action, key, round(seconds * 1000), outcome)
+
+
+def _outcome(msg: wire.Message) -> str:
+    error = msg.body.get("error")
+    if isinstance(error, dict):
+        return f"error {error.get('code')}"
+    result = msg.body.get("result")
+    return "tool error (isError)" if isinstance(result, dict) and result.get("isError") is True else "ok"

@@ -13,8 +13,10 @@ from .upstream import Upstream
 
 
 def run_relay(command: Sequence[str], interceptor: Interceptor | None, options: Options,
-              stdin_fd: int = 0, stdout_fd: int = 1, started: Callable[[], None] | None = None) -> int:
+              stdin_fd: int = 0, stdout_fd: int = 1, started: Callable[[], None] | None = None,
+              ended: Callable[[int, str], None] | None = None) -> int:
     """Start `command` and relay between (stdin_fd, stdout_fd) and it; the exit status. Raises StartError.
+    `started()` is called once the child runs; `ended(status, how)` when the session is over.
 
     The pump threads may still be blocked reading a peer that is gone when this returns: end the
     process with os._exit rather than waiting for them."""
@@ -32,7 +34,10 @@ def run_relay(command: Sequence[str], interceptor: Interceptor | None, options: 
             started()
         relay = Relay(stdin_fd, stdout_fd, upstream, interceptor, options)
         relay.early_signals = early
-        return anyio.run(relay.run)
+        status = anyio.run(relay.run)
+        if ended is not None:
+            ended(status, relay.ended_by or "the session ended")
+        return status
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
