@@ -128,8 +128,9 @@ def lint_destructive_by_default(policy: Policy, tools: list[dict[str, Any]]) -> 
 
 
 def lint_argument_names(policy: Policy, tools: list[dict[str, Any]]) -> list[str]:
-    """A rule constraining an argument the tool does not take constrains nothing for that tool: a
-    `read_*` rule on `path` leaves `read_multiple_files`, which takes `paths`, unconstrained."""
+    """A rule whose argument constraints name none of a tool's real arguments constrains nothing of that
+    tool: a `read_*` rule on `path` leaves `read_multiple_files`, which takes `paths`, unconstrained. (A
+    glob rule may constrain the union of several tools' flags, each tool having some: that is fine.)"""
     findings: list[str] = []
     for tool in tools:
         rule = select_rule(policy, tool["name"])
@@ -138,11 +139,12 @@ def lint_argument_names(policy: Policy, tools: list[dict[str, Any]]) -> list[str
         constrained = rule.arguments.get("properties")
         schema = tool.get("inputSchema")
         real = schema.get("properties") if isinstance(schema, dict) else None
-        if not isinstance(constrained, dict) or not isinstance(real, dict):
+        if not isinstance(constrained, dict) or not constrained or not isinstance(real, dict):
             continue
-        missing = [name for name in constrained if name not in real]
-        if missing:
-            takes = ", ".join(real) if real else "none"
-            findings.append(f"{rule.place} constrains {', '.join(map(repr, missing))}, which {tool['name']} does "
-                            f"not take (its arguments: {takes}): {tool['name']}'s real arguments are unconstrained")
+        if not any(name in real for name in constrained):
+            names = list(real)
+            takes = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+            findings.append(f"{rule.place} constrains {', '.join(map(repr, constrained))}, which {tool['name']} "
+                            f"does not take (its arguments: {takes or 'none'}): {tool['name']}'s real "
+                            "arguments are unconstrained")
     return findings

@@ -252,3 +252,14 @@ def test_explain_with_a_server_names_a_tool_it_does_not_offer(tmp_path: Path) ->
                                    "'llm_job_cancel'?); it offers 64 tool(s)")
     proc = mcp_guard("explain", "--json", "--policy", policy, "llm_job_cancel", "--", *REPLAY)
     assert proc.returncode == 1 and json.loads(proc.stdout)["rule"] == "llm_job_cancel"
+
+
+def test_a_glob_constraining_each_tools_own_flags_is_not_warned_about(tmp_path: Path) -> None:
+    """One rule for several tools may constrain the union of their flags: each tool has some of them."""
+    flags = ["dangerouslySkipPermissions", "dangerouslyBypassApprovalsAndSandbox", "yolo", "force", "permissionMode"]
+    policy = write(tmp_path, "p.json", json.dumps({"version": "1", "rules": {"*_request": {
+        "rate_limit": {"max": 10, "window": 60},
+        "arguments": {"type": "object", "properties": {flag: {"not": {"const": True}} for flag in flags}}}}}))
+    proc = mcp_guard("check", policy, *REPLAY)
+    assert "does not take" not in proc.stdout
+    assert "limited (7):" in proc.stdout
