@@ -217,3 +217,30 @@ def test_a_policy_path_from_the_variable_that_does_not_exist_says_so(tmp_path: P
         "mcp-guard: error: policy error: policies/missing.json: no such file "
         f"(the path came from $MCP_GUARD_POLICY, resolved in {tmp_path})")
     assert not marker.exists()
+
+
+def test_the_sdk_client_is_told_why_the_guard_will_not_start(tmp_path: Path) -> None:
+    """The MCP SDK's own Client, as an agent host would use it: connecting fails with mcp-guard's reason."""
+    import anyio
+    from mcp import Client
+    from mcp.client.stdio import StdioServerParameters
+
+    policy = write(tmp_path, '{"version": "1", "default": "alow"}')
+    server, marker = marker_server(tmp_path)
+    command = [*guard_command(), "run", "--policy", str(policy), *server]
+    errors: list[BaseException] = []
+
+    async def connect() -> None:
+        params = StdioServerParameters(command=command[0], args=command[1:], env=clean_env())
+        with anyio.fail_after(60):
+            try:
+                async with Client(params, mode="legacy"):
+                    pass
+            except BaseException as exc:  # noqa: BLE001 - the failure itself is what is checked
+                errors.append(exc)
+
+    anyio.run(connect)
+    assert errors, "the SDK client connected to a guard whose policy is unusable"
+    text = repr(errors[0]) + str(errors[0]) + "".join(map(str, getattr(errors[0], "exceptions", ())))
+    assert "'alow' is not one of 'allow'" in text, text
+    assert not marker.exists()
