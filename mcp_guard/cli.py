@@ -128,13 +128,15 @@ def check(policy_file: str, command: tuple[str, ...], timeout: float) -> None:
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the server's tool list.")
 @click.argument("tool")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def explain(policy_path: str, args_json: str | None, as_json: bool, timeout: float, tool: str,
+@click.pass_context
+def explain(ctx: click.Context, policy_path: str, args_json: str | None, as_json: bool, timeout: float, tool: str,
             command: tuple[str, ...]) -> None:
     """Show the decision for a call to TOOL and the rule that made it; with COMMAND, also whether the
     server offers TOOL. Exit status: 0 allowed, 1 refused, 2 bad input."""
     from .reports import explain as report
 
-    sys.exit(report(policy_path, tool, args_json, command, timeout, as_json))
+    from_environment = ctx.get_parameter_source("policy_path") == click.core.ParameterSource.ENVIRONMENT
+    sys.exit(report(policy_path, tool, args_json, command, timeout, as_json, from_environment))
 
 
 @cli.command()

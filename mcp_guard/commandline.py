@@ -118,7 +118,7 @@ def load_run_policy(path: str | None, no_policy: bool, from_environment: bool, c
     """The policy `run` enforces. Without one the guard would relay everything: that must be asked for
     (`--no-policy`), never the result of a typo in a variable's name or an option placed after the
     server command."""
-    from .policy import PolicyError, allow_all, load
+    from .policy import allow_all
 
     if path is not None and no_policy:
         where = f"${POLICY_ENV}" if from_environment else "--policy"
@@ -131,10 +131,18 @@ def load_run_policy(path: str | None, no_policy: bool, from_environment: bool, c
             hint = " (--policy after the server command is the server's argument: put it before)"
         raise Failure(f"no policy: give --policy FILE or set {POLICY_ENV}, or say --no-policy to relay "
                       f"without one{hint}", 2, answer_client=True)
+    return load_policy(path, from_environment, answer_client=True)
+
+
+def load_policy(path: str, from_environment: bool, answer_client: bool = False) -> Any:
+    """The policy at `path`, or a Failure (exit status 2) with its one-line problem. A path from
+    MCP_GUARD_POLICY that names nothing says so, and where a relative path was looked for."""
+    from .policy import PolicyError, load
+
     try:
         return load(path)
     except PolicyError as exc:
         message = f"policy error: {exc}"
         if from_environment and exc.problem == "no such file":
             message += f" (the path came from ${POLICY_ENV}, resolved in {os.getcwd()})"
-        raise Failure(message, 2, answer_client=True) from None
+        raise Failure(message, 2, answer_client=answer_client) from None

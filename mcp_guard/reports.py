@@ -27,13 +27,6 @@ GROUPS = ("hidden", "denied", "needs approval", "limited", "constrained", "allow
           "allowed by default")
 
 
-def load_or_fail(path: str) -> Policy:
-    try:
-        return load(path)
-    except PolicyError as exc:
-        raise Failure(f"policy error: {exc}", 2) from None
-
-
 def limit_lines(rule: Rule) -> list[str]:
     """A rule's limits and constraints in words, each saying what kind of thing it is."""
     lines: list[str] = []
@@ -178,8 +171,10 @@ def _print_table(policy: Policy, tools: list[dict[str, Any]]) -> None:
 
 
 def explain(policy_path: str, tool: str, args_json: str | None, command: tuple[str, ...], timeout: float,
-            as_json: bool) -> int:
-    policy = load_or_fail(policy_path)
+            as_json: bool, policy_from_environment: bool = False) -> int:
+    from .commandline import load_policy
+
+    policy = load_policy(policy_path, policy_from_environment)
     arguments = None
     if args_json is not None:
         try:

@@ -263,3 +263,12 @@ def test_a_glob_constraining_each_tools_own_flags_is_not_warned_about(tmp_path: 
     proc = mcp_guard("check", policy, *REPLAY)
     assert "does not take" not in proc.stdout
     assert "limited (7):" in proc.stdout
+
+
+def test_explain_names_the_variable_a_missing_policy_came_from(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_GUARD_")}
+    proc = subprocess.run([*guard_command(), "explain", "x"], capture_output=True, text=True, timeout=60,
+                          env={**env, "MCP_GUARD_POLICY": "p/none.json"}, cwd=tmp_path, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"{ERROR}policy error: p/none.json: no such file (the path came from "
+                                   f"$MCP_GUARD_POLICY, resolved in {tmp_path})")
