@@ -204,10 +204,7 @@ def load(path: str | Path) -> Policy:
 
 def loads(text: str, file: str = "<policy>") -> Policy:
     data = _parse(text, file)
-    problems = _non_string_keys(data, text, file, []) if _is_yaml(file) else []
-    if problems:  # nothing else can be checked sensibly on keys that are not strings
-        raise PolicyError.of(problems)
-    problems += _non_finite(data, text, file, [])
+    problems = _non_finite(data, text, file, [])
     problems += _validate_isolated(data, text, file)
     problems += _glob_problems(data, text, file)
     if problems:
@@ -294,23 +291,6 @@ def _is_yaml(file: str) -> bool:
     return file.endswith((".yaml", ".yml"))
 
 
-def _non_string_keys(node: Any, text: str, file: str, path: list[Any]) -> list[PolicyError]:
-    """YAML keys can be numbers or booleans (`no:` is False); a policy's keys are names."""
-    found: list[PolicyError] = []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if not isinstance(key, str):
-                note = f" ({YAML_BOOLEANS})" if isinstance(key, bool) else " (quote it)"
-                found.append(PolicyError(file, f"the key {key!r} is a {type(key).__name__}, not a name{note}",
-                                         _json_path(path), _line_of(text, path)))
-            else:
-                found += _non_string_keys(value, text, file, path + [key])
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            found += _non_string_keys(value, text, file, path + [index])
-    return found
-
-
 def _glob_problems(data: Any, text: str, file: str) -> list[PolicyError]:
     found: list[PolicyError] = []
     rules = data.get("rules") if isinstance(data, dict) else None
@@ -334,13 +314,16 @@ def _no_constant(file: str) -> Any:
 
 
 def _strict_yaml_loader(yaml: Any, file: str) -> Any:
-    """A SafeLoader that refuses duplicate keys, as the JSON loader does (PyYAML keeps the last)."""
+    """A SafeLoader that refuses duplicate keys, as the JSON loader does (PyYAML keeps the last), and keys
+    that are not strings: `no:` is the boolean False in YAML 1.1, and `? [a, b]` a list."""
 
     class StrictLoader(yaml.SafeLoader):  # type: ignore[misc]
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:
             seen: set[Any] = set()
             for key_node, _ in node.value:
                 key = self.construct_object(key_node, deep=deep)
+                if not isinstance(key, str):
+                    raise PolicyError(file, _not_a_name(key), line=key_node.start_mark.line + 1)
                 if key in seen:
                     raise PolicyError(file, f"the key {key!r} appears twice in one mapping; which one applies "
                                             "would be ambiguous", line=key_node.start_mark.line + 1)
@@ -348,6 +331,14 @@ def _strict_yaml_loader(yaml: Any, file: str) -> Any:
             return super().construct_mapping(node, deep=deep)
 
     return StrictLoader
+
+
+def _not_a_name(key: Any) -> str:
+    if isinstance(key, bool):
+        return f"the key {key!r} is a boolean, not a name ({YAML_BOOLEANS})"
+    if isinstance(key, (int, float)) or key is None:
+        return f"the key {key!r} is {'null' if key is None else 'a number'}, not a name (quote it)"
+    return "a key here is a collection, not a name"
 
 
 FORMAT_BY_NAME = "a policy is read as YAML when its file name ends in .yaml or .yml, as JSON otherwise"

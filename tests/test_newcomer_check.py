@@ -92,7 +92,7 @@ def test_an_unclosed_bracket_in_a_glob_is_an_error(tmp_path: Path, key: str) -> 
 @pytest.mark.parametrize(("text", "fragment"), [
     ("version: '1'\ndefault: no\n", "at $.default: False is not one of"),
     ("version: '1'\nhide: [yes]\n", "at $.hide[0]: True is not of type 'string'"),
-    ("version: '1'\nrules:\n  off: {action: deny}\n", "the key False is a bool, not a name"),
+    ("version: '1'\nrules:\n  off: {action: deny}\n", "p.yaml:3: the key False is a boolean, not a name"),
 ])
 def test_yaml_booleans_are_named(tmp_path: Path, text: str, fragment: str) -> None:
     path = write(tmp_path, "p.yaml", text)
@@ -272,3 +272,12 @@ def test_explain_names_the_variable_a_missing_policy_came_from(tmp_path: Path) -
     assert proc.returncode == 2
     assert proc.stderr.strip() == (f"{ERROR}policy error: p/none.json: no such file (the path came from "
                                    f"$MCP_GUARD_POLICY, resolved in {tmp_path})")
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("version: '1'\nrules:\n  ? [a, b]\n  : {}\n", "p.yaml:3: a key here is a collection, not a name"),
+    ("version: '1'\nrules:\n  1: {}\n", "p.yaml:3: the key 1 is a number, not a name (quote it)"),
+])
+def test_yaml_keys_that_are_not_names_are_errors_not_tracebacks(tmp_path: Path, text: str, fragment: str) -> None:
+    proc = mcp_guard("check", write(tmp_path, "p.yaml", text))
+    assert proc.returncode == 2 and fragment in proc.stderr
