@@ -73,6 +73,8 @@ async def main() -> None:
             print(f"  {record['tool']:<16} {record['action']:<6} rule={record['rule']}")
         elif record["event"] == "list":
             print(f"  tools/list       hid {record['hidden']}")
+        elif record["event"] == "end":
+            print(f"  session end      {record['how']}: {record['calls']} call(s), {record['decisions']}")
 
 
 if __name__ == "__main__":

@@ -6,38 +6,34 @@ import json
 import logging
 import os
 import sys
-from typing import Any
+import time
 
 import click
 
 from . import __version__
-
-POLICY_ENV = "MCP_GUARD_POLICY"
-AUDIT_ENV = "MCP_GUARD_AUDIT"
+from .commandline import AUDIT_ENV, POLICY_ENV, Failure, ServerCommand
 
 
-class Failure(Exception):
-    """An error for people: printed as one line, with an exit status."""
+def _utc_time(created: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created * 1000) % 1000:03d}Z"
 
-    def __init__(self, message: str, status: int = 1) -> None:
-        super().__init__(message)
-        self.status = status
+
+class _StderrFormatter(logging.Formatter):
+    """`TIME mcp-guard: level: message`: a client's log file holds many servers' lines, hours apart."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{_utc_time(record.created)} mcp-guard: {record.levelname.lower()}: {super().format(record)}"
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper()),
-                        format="mcp-guard: %(levelname)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_StderrFormatter("%(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
 
 
-def _load_policy(path: str | None) -> Any:
-    from .policy import PolicyError, allow_all, load
-
-    if path is None:
-        return allow_all()
-    try:
-        return load(path)
-    except PolicyError as exc:
-        raise Failure(f"policy error: {exc}", 2) from None
+def _announce(message: str) -> None:
+    """A start-up line shown at every log level: which policy is in force."""
+    click.echo(f"{_utc_time(time.time())} mcp-guard: {message}", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,10 +43,12 @@ def cli() -> None:
     constrain tool calls."""
 
 
-@cli.command(context_settings={"allow_interspersed_args": False})
+@cli.command(cls=ServerCommand, context_settings={"allow_interspersed_args": False})
 @click.option("--policy", "policy_path", envvar=POLICY_ENV, type=click.Path(dir_okay=False),
-              help=f"Policy file (JSON, or YAML by extension). Also ${POLICY_ENV}. Without one, "
-                   "everything passes.")
+              help=f"Policy file (JSON, or YAML by extension). Also ${POLICY_ENV}.")
+@click.option("--no-policy", is_flag=True,
+              help="Relay without a policy: every message passes. Without a policy and without this "
+                   "flag, run refuses to start.")
 @click.option("--audit", "audit_path", envvar=AUDIT_ENV, type=click.Path(dir_okay=False),
               help=f"Append one JSON decision record per line to this file. Also ${AUDIT_ENV}.")
 @click.option("--log-level", default="warning", show_default=True,
@@ -63,18 +61,23 @@ def cli() -> None:
 @click.option("--shutdown-grace", default=3.0, show_default=True, type=click.FloatRange(0),
               help="Seconds the server gets to exit after its stdin closes, before SIGTERM (then SIGKILL).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def run(policy_path: str | None, audit_path: str | None, log_level: str, max_message_bytes: int,
-        drain_timeout: float, shutdown_grace: float, command: tuple[str, ...]) -> None:
-    """Run COMMAND (an MCP stdio server) behind the policy: mcp-guard run --policy FILE -- COMMAND..."""
+@click.pass_context
+def run(ctx: click.Context, policy_path: str | None, no_policy: bool, audit_path: str | None, log_level: str,
+        max_message_bytes: int, drain_timeout: float, shutdown_grace: float, command: tuple[str, ...]) -> None:
+    """Run COMMAND (an MCP stdio server) behind the policy: mcp-guard run --policy FILE COMMAND [ARGS...]
+    (a `--` before COMMAND is optional)."""
+    from .commandline import load_run_policy, policy_summary
+
     _setup_logging(log_level)
     for variable in (POLICY_ENV, AUDIT_ENV):
         if os.environ.get(variable) == "" and not (policy_path if variable == POLICY_ENV else audit_path):
             # Set but empty (a templated client config whose variable was never filled): refusing beats
             # silently running without the policy, or without the audit trail.
-            raise Failure(f"{variable} is set but empty; unset it or name a file", 2)
+            raise Failure(f"{variable} is set but empty; unset it or name a file", 2, answer_client=True)
     if not command:
-        raise Failure("no server command: use mcp-guard run [--policy FILE] -- COMMAND [ARGS...]", 2)
-    policy = _load_policy(policy_path)
+        raise Failure("no server command: use mcp-guard run --policy FILE COMMAND [ARGS...]", 2)
+    from_environment = ctx.get_parameter_source("policy_path") == click.core.ParameterSource.ENVIRONMENT
+    policy = load_run_policy(policy_path, no_policy, from_environment, command)
     from .lint import argument_annotations
 
     for finding in argument_annotations(policy):
@@ -88,13 +91,21 @@ def run(policy_path: str | None, audit_path: str | None, log_level: str, max_mes
     try:
         audit = AuditLog(audit_path)
     except OSError as exc:
-        raise Failure(f"cannot open the audit file {audit_path}: {exc.strerror or exc}", 2) from None
+        raise Failure(f"cannot open the audit file {audit_path}: {exc.strerror or exc}", 2,
+                      answer_client=True) from None
     audit.record("start", policy=policy.source, command=list(command), version=__version__)
     options = Options(max_message_bytes, drain_timeout, shutdown_grace)
+    guard = Guard(policy, audit)
+
+    def ended(status: int, how: str) -> None:
+        # The session's last record: how it ended, and what was decided in it.
+        audit.record("end", how=how, status=status, calls=sum(guard.counts.values()), decisions=guard.counts)
+
     try:
-        status = run_relay(command, Guard(policy, audit), options)
+        summary = policy_summary(policy) if not no_policy else "no policy (--no-policy): every message passes"
+        status = run_relay(command, guard, options, started=lambda: _announce(summary), ended=ended)
     except StartError as exc:
-        raise Failure(str(exc), exc.status) from None
+        raise Failure(str(exc), exc.status, answer_client=True) from None
     finally:
         audit.close()
     # A pump thread may still be blocked reading a client that never closed its end; do not wait for it.
@@ -102,91 +113,36 @@ def run(policy_path: str | None, audit_path: str | None, log_level: str, max_mes
     os._exit(status)
 
 
-@cli.command()
+@cli.command(cls=ServerCommand, leading=1)
 @click.argument("policy_file", type=click.Path(dir_okay=False))
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0),
               help="Seconds the whole listing may take (start, handshake, every page), however chatty the "
                    "server is.")
 def check(policy_file: str, command: tuple[str, ...], timeout: float) -> None:
-    """Validate and lint POLICY_FILE; with -- COMMAND, also compare it with the server's real tools."""
-    from .lint import lint
-    from .policy import PolicyError, load
+    """Validate and lint POLICY_FILE; with COMMAND (a `--` before it is optional), also compare it with the
+    server's real tools and show what the agent will see. Exit status: 0 clean, 1 warnings, 2 invalid."""
+    from .reports import check as report
 
-    try:
-        policy = load(policy_file)
-    except PolicyError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    findings = lint(policy)
-    tools: list[dict[str, Any]] | None = None
-    if command:
-        from .listing import ListingError, list_tools
-
-        try:
-            tools = list_tools(list(command), timeout)
-        except ListingError as exc:
-            raise Failure(f"cannot list the server's tools: {exc}", 1) from None
-        from .lint import lint_against_tools
-
-        findings += lint_against_tools(policy, [tool["name"] for tool in tools])
-    for finding in findings:
-        click.echo(f"{policy_file}: warning: {finding}")
-    if tools is not None:
-        from .engine import select_rule, visible
-
-        shown = [tool["name"] for tool in tools if visible(policy, tool["name"])]
-        click.echo(f"The server offers {len(tools)} tool(s); the agent will see {len(shown)}:")
-        for tool in tools:
-            name = tool["name"]
-            # What the rule says, not what a call with no arguments would get: an argument schema
-            # that requires something would otherwise show an allowed tool as denied.
-            rule = select_rule(policy, name)
-            action = rule.action if rule else policy.default
-            label: str = "hidden" if action == "hide" else action
-            if action == "allow" and rule is not None and (
-                    rule.rate_limit or rule.budget or rule.arguments is not None):
-                label = "allow (limited)"
-            click.echo(f"  {label:<18} {name}  [{rule.key if rule else 'default'}]")
-    if findings:
-        click.echo(f"{policy_file}: {len(findings)} warning(s)")
-        sys.exit(1)
-    click.echo(f"{policy_file}: OK")
+    sys.exit(report(policy_file, command, timeout))
 
 
-@cli.command()
+@cli.command(cls=ServerCommand, leading=1)
 @click.option("--policy", "policy_path", envvar=POLICY_ENV, required=True, type=click.Path(dir_okay=False))
 @click.option("--args", "args_json", default=None, help="The call's arguments as a JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Print the decision as one JSON object, nothing else.")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the server's tool list.")
 @click.argument("tool")
-def explain(policy_path: str, args_json: str | None, tool: str) -> None:
-    """Show the decision for a call to TOOL and the rule that made it."""
-    from .engine import SessionState, ToolCall, decide, select_rule
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def explain(ctx: click.Context, policy_path: str, args_json: str | None, as_json: bool, timeout: float, tool: str,
+            command: tuple[str, ...]) -> None:
+    """Show the decision for a call to TOOL and the rule that made it; with COMMAND, also whether the
+    server offers TOOL. Exit status: 0 allowed, 1 refused, 2 bad input."""
+    from .reports import explain as report
 
-    policy = _load_policy(policy_path)
-    arguments = None
-    if args_json is not None:
-        try:
-            arguments = json.loads(args_json)
-        except ValueError as exc:
-            raise Failure(f"--args is not valid JSON: {exc}", 2) from None
-        if not isinstance(arguments, dict):
-            raise Failure("--args must be a JSON object", 2)
-    decision = decide(policy, ToolCall(tool, arguments), SessionState(), 0.0)
-    rule = select_rule(policy, tool)
-    matched = policy.matching_rules(tool)
-    click.echo(f"tool:     {tool}")
-    click.echo(f"decision: {decision.action}{' (hidden from tools/list)' if decision.action == 'hide' else ''}")
-    click.echo(f"rule:     {rule.place if rule else 'default'}")
-    if decision.reason:
-        click.echo(f"reason:   {decision.reason}")
-    if rule and (rule.rate_limit or rule.budget):
-        if rule.rate_limit:
-            click.echo(f"limit:    at most {rule.rate_limit.max} call(s) per {rule.rate_limit.window:g} s")
-        if rule.budget:
-            click.echo(f"budget:   {rule.budget.max:g} per {rule.budget.window:g} s, cost at {rule.budget.cost}")
-    if len(matched) > 1:
-        click.echo("also matched (less specific): " + ", ".join(r.place for r in matched[1:]))
-    click.echo(json.dumps({"tool": tool, **decision.as_record()}))
+    from_environment = ctx.get_parameter_source("policy_path") == click.core.ParameterSource.ENVIRONMENT
+    sys.exit(report(policy_path, tool, args_json, command, timeout, as_json, from_environment))
 
 
 @cli.command()
@@ -205,10 +161,10 @@ def main(argv: list[str] | None = None) -> None:
     foreign = foreign_distributions()
     if foreign:
         click.echo(f"mcp-guard: warning: {explain_conflict(foreign)}", err=True)
-    if args[:1] == ["run"] and "--" not in args and not {"-h", "--help"} & set(args):
-        click.echo("mcp-guard: error: put -- before the server command: "
-                   "mcp-guard run [--policy FILE] -- COMMAND [ARGS...]", err=True)
-        sys.exit(2)
+    from .commandline import known_variables, misspelled_variables
+
+    for name, meant in misspelled_variables(os.environ, known_variables(cli)):
+        click.echo(f"mcp-guard: warning: {name} is set, but mcp-guard reads {meant} (a typo?)", err=True)
     try:
         cli.main(args=args, prog_name="mcp-guard", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -221,6 +177,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except Failure as exc:
         click.echo(f"mcp-guard: error: {exc}", err=True)
+        if exc.answer_client:
+            from .startup import answer_first_request
+
+            answer_first_request(f"mcp-guard: {exc}")
         sys.exit(exc.status)
     except KeyboardInterrupt:
         sys.exit(130)

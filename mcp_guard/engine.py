@@ -56,7 +56,9 @@ class Decision:
     def as_record(self) -> dict[str, Any]:
         record: dict[str, Any] = {"action": self.action, "rule": self.rule, "reason": self.reason}
         if self.retry_after is not None:
-            record["retry_after"] = self.retry_after
+            # Rounded up to a tenth of a second: 59.99989999 s reads as 60.0, and waiting as long as
+            # the record says never meets a refusal again.
+            record["retry_after"] = math.ceil(round(self.retry_after * 10, 6)) / 10
         return record
 
 

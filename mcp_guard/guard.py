@@ -54,6 +54,8 @@ class CallWatch:
     # The call's line as received (kept, not copied, until its answer): an input_required answer hands
     # out a requestState, and only a retry with these very arguments is this call's continuation.
     request_line: bytes = b""
+    rule: str | None = None
+    since: float | None = None  # when it was decided, for the --log-level info line; None: not logged
 
 
 @dataclass(slots=True)
@@ -75,6 +77,15 @@ def _new_probe_name() -> str:
     # A plain name every server accepts as one (letters and digits, under 64 characters), that no
     # encoder escapes, and that no server has: 96 random bits, and checked against every listing.
     return "t" + secrets.token_hex(12)
+
+
+@dataclass(slots=True)
+class TimedCall:
+    """An allowed call that takes nothing from a limit, watched only for its log line (info level)."""
+
+    tool: str
+    rule: str | None
+    since: float
 
 
 def _carries_stateless_version(msg: wire.Message) -> bool:
@@ -99,6 +110,9 @@ class Guard:
         # arguments is the same call, not charged again. One use each, whatever the retry carries; bounded.
         self._continuations: dict[tuple[str, str], str] = {}
         self._probe_name = _new_probe_name()
+        self.counts: dict[str, int] = {}  # tools/call decisions by action, for the session's end record
+        # One line per call at info level (tool, decision, rule, ms); decided once, it costs a watch.
+        self.log_calls = log.isEnabledFor(logging.INFO)
 
     # --- client messages -------------------------------------------------------------------------
 
@@ -170,6 +184,7 @@ class Guard:
             continuation = (charged_arguments is not None
                             and wire.call_arguments_fingerprint(msg.raw) == charged_arguments)
         decision = decide(self.policy, ToolCall(name, arguments, continuation), self.state, now)
+        self.counts[decision.action] = self.counts.get(decision.action, 0) + 1
         if self.audit.enabled:
             self.audit.record("call", request_id=msg.id, tool=name, **decision.as_record(),
                               argument_keys=sorted(arguments) if arguments else [])
@@ -177,14 +192,17 @@ class Guard:
             if decision.charges or continuation:
                 self.state.record(decision.charges)
                 assert msg.id_key is not None
-                watch = CallWatch(name, decision.charges, msg.id_key, request_line=msg.raw)
+                watch = CallWatch(name, decision.charges, msg.id_key, request_line=msg.raw, rule=decision.rule,
+                                  since=now if self.log_calls else None)
                 self._charged_calls[msg.id_key] = watch
                 return Forward(watch=watch)
-            return Forward()
+            return Forward(watch=TimedCall(name, decision.rule, now) if self.log_calls else None)
+        elapsed = self.clock() - now
         if decision.action == "hide":
-            log.warning("refused a call to %s: hidden by %s", name, decision.rule or "the default")
+            _log_call(logging.WARNING, name, "hide", decision.rule, elapsed,
+                      "answered as the server answers a tool it does not have")
             return self._hidden_call(msg, name, params)
-        log.warning("refused a call to %s (%s): %s", name, decision.rule or "default", decision.reason)
+        _log_call(logging.WARNING, name, decision.action, decision.rule, elapsed, f"refused: {decision.reason}")
         return Reply(self._refusal(msg, name, decision))
 
     def _refusal(self, msg: wire.Message, name: str, decision: Decision) -> bytes:
@@ -221,6 +239,8 @@ class Guard:
             return self._filter_listing(msg, watch)
         if isinstance(watch, ProbeWatch):
             return self._answer_as_unknown(msg, watch)
+        if isinstance(watch, (CallWatch, TimedCall)) and watch.since is not None:
+            _log_call(logging.INFO, watch.tool, "allow", watch.rule, self.clock() - watch.since, _outcome(msg))
         if isinstance(watch, CallWatch):
             self._charged_calls.pop(watch.id_key, None)
             result = msg.body.get("result")
@@ -250,6 +270,8 @@ class Guard:
             watch.started = True
 
     def upstream_answer_lost(self, watch: Any) -> None:
+        if isinstance(watch, (CallWatch, TimedCall)) and watch.since is not None:
+            _log_call(logging.INFO, watch.tool, "allow", watch.rule, self.clock() - watch.since, "no answer")
         # The call may or may not have run: its quota stays taken.
         if isinstance(watch, CallWatch):
             self._charged_calls.pop(watch.id_key, None)
@@ -329,3 +351,20 @@ def read_ambiguous_listing(raw: bytes) -> dict[str, Any] | str:
         if isinstance(level, wire.AmbiguousObject) and not level.resolved:
             return f"keys in {where} differ only in case or hold control characters"
     return body
+
+
+def _log_call(level: int, tool: str, action: str, rule: str | None, seconds: float, outcome: str) -> None:
+    """`call TOOL: DECISION [rule: KEY] N ms: OUTCOME`, one line per call. Names are the agent's: one
+    holding a control character (a newline would forge a log line) is shown quoted."""
+    shown = tool if tool.isprintable() else repr(tool)
+    key = "default" if rule is None else (rule if rule.isprintable() else repr(rule))
+    outcome = outcome if outcome.isprintable() else repr(outcome)
+    log.log(level, "call %s: %s [rule: %s] %d ms: %s", shown, action, key, round(seconds * 1000), outcome)
+
+
+def _outcome(msg: wire.Message) -> str:
+    error = msg.body.get("error")
+    if isinstance(error, dict):
+        return f"error {error.get('code')}"
+    result = msg.body.get("result")
+    return "tool error (isError)" if isinstance(result, dict) and result.get("isError") is True else "ok"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from .engine import select_rule
 from .policy import Policy, Rule
@@ -111,4 +112,48 @@ def lint_against_tools(policy: Policy, tool_names: list[str]) -> list[str]:
         if not any(rule in policy.matching_rules(name) for name in tool_names):
             findings.append(f"{rule.place} matches none of the server's {len(tool_names)} tools "
                             "(a typo, or a tool this server version does not have?)")
+    return findings
+
+
+def _destructive(tool: dict[str, Any]) -> bool:
+    """The spec's reading of a tool's annotations: destructiveHint defaults to true, and only means
+    something when the tool is not read-only (readOnlyHint defaults to false)."""
+    annotations = tool.get("annotations")
+    hints = annotations if isinstance(annotations, dict) else {}
+    if hints.get("readOnlyHint") is True:
+        return False
+    return hints.get("destructiveHint", True) is not False
+
+
+def lint_destructive_by_default(policy: Policy, tools: list[dict[str, Any]]) -> list[str]:
+    """Tools the server marks destructive that no rule names and the default lets through."""
+    if policy.default != "allow":
+        return []
+    names = [tool["name"] for tool in tools if _destructive(tool) and select_rule(policy, tool["name"]) is None]
+    if not names:
+        return []
+    return [f"{len(names)} tool(s) the server marks destructive are allowed by default, with no rule: "
+            f"{', '.join(names)} (destructiveHint, true when a tool that is not read-only does not say)"]
+
+
+def lint_argument_names(policy: Policy, tools: list[dict[str, Any]]) -> list[str]:
+    """A rule whose argument constraints name none of a tool's real arguments constrains nothing of that
+    tool: a `read_*` rule on `path` leaves `read_multiple_files`, which takes `paths`, unconstrained. (A
+    glob rule may constrain the union of several tools' flags, each tool having some: that is fine.)"""
+    findings: list[str] = []
+    for tool in tools:
+        rule = select_rule(policy, tool["name"])
+        if rule is None or rule.action in ("deny", "hide") or not isinstance(rule.arguments, dict):
+            continue
+        constrained = rule.arguments.get("properties")
+        schema = tool.get("inputSchema")
+        real = schema.get("properties") if isinstance(schema, dict) else None
+        if not isinstance(constrained, dict) or not constrained or not isinstance(real, dict):
+            continue
+        if not any(name in real for name in constrained):
+            names = list(real)
+            takes = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+            findings.append(f"{rule.place} constrains {', '.join(map(repr, constrained))}, which {tool['name']} "
+                            f"does not take (its arguments: {takes or 'none'}): {tool['name']}'s real "
+                            "arguments are unconstrained")
     return findings

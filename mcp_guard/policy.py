@@ -24,16 +24,32 @@ RESTRICTIVENESS: dict[str, int] = {action: rank for rank, action in enumerate(AC
 
 
 class PolicyError(Exception):
-    """A policy file that cannot be used. The message names the file, the place and the problem."""
+    """A policy file that cannot be used. The message names the file, the place and the problem.
+
+    `problems` holds every problem found in the file (this one first), so `check` can show them all in
+    one run; `run` shows the first."""
 
     def __init__(self, file: str, problem: str, place: str | None = None, line: int | None = None) -> None:
         self.file, self.problem, self.place, self.line = file, problem, place, line
+        self.problems: tuple[PolicyError, ...] = (self,)
         where = file
         if line is not None:
             where += f":{line}"
         if place:
             where += f": at {place}"
         super().__init__(f"{where}: {problem}")
+
+    @classmethod
+    def of(cls, problems: list[PolicyError]) -> PolicyError:
+        """One error for several: in the order of the file's lines (those without a line last)."""
+        ordered: list[PolicyError] = []
+        for problem in sorted(problems, key=lambda p: p.line if p.line is not None else 1 << 30):
+            if all(str(problem) != str(seen) for seen in ordered):
+                ordered.append(problem)
+        first = ordered[0]
+        combined = cls(first.file, first.problem, first.place, first.line)
+        combined.problems = (combined, *ordered[1:])
+        return combined
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +152,8 @@ def is_glob(key: str) -> bool:
 
 
 def glob_problem(key: str) -> str | None:
-    """Why a glob can match nothing (a reversed range such as [z-a], an empty class), or None."""
+    """Why a glob is malformed (a [ never closed) or can match nothing (a reversed range such as [z-a]),
+    or None."""
     i = 0
     while i < len(key):
         if key[i] != "[":
@@ -149,7 +166,8 @@ def glob_problem(key: str) -> str | None:
             j += 1
         end = key.find("]", j)
         if end < 0:
-            return None  # fnmatch reads an unclosed [ as a literal
+            # fnmatch would read it as a literal [, which is almost never what was meant ("admin_[x").
+            return "has a [ that is never closed; write [[] to match a literal ["
         body = key[i + 1:end].lstrip("!^")
         k = 0
         while k < len(body):
@@ -198,35 +216,41 @@ def load(path: str | Path) -> Policy:
 
 def loads(text: str, file: str = "<policy>") -> Policy:
     data = _parse(text, file)
-    _refuse_non_finite(data, text, file, [])
-    _validate_isolated(data, text, file)
+    problems = _non_finite(data, text, file, [])
+    problems += _validate_isolated(data, text, file)
+    problems += _glob_problems(data, text, file)
+    if problems:
+        raise PolicyError.of(problems)
     return _build(data, text, file)
 
 
-def _validate_all(data: Any, text: str, file: str) -> None:
-    _validate(data, text, file)
-    for key, spec in (data.get("rules") or {}).items():
-        if spec.get("arguments") is not None:
-            _check_argument_schema(spec["arguments"], file, text, key)
+def _validate_all(data: Any, text: str, file: str) -> list[PolicyError]:
+    problems = _validate(data, text, file)
+    rules = data.get("rules") if isinstance(data, dict) else None
+    for key, spec in (rules.items() if isinstance(rules, dict) else ()):
+        if isinstance(spec, dict) and spec.get("arguments") is not None:
+            try:
+                _check_argument_schema(spec["arguments"], file, text, key)
+            except PolicyError as exc:
+                problems.append(exc)
+    return problems
 
 
-def _validate_isolated(data: Any, text: str, file: str) -> None:
+def _validate_isolated(data: Any, text: str, file: str) -> list[PolicyError]:
     """Validate in a forked child when jsonschema is not loaded yet: importing it costs ~15 MiB that a
     proxy whose policy constrains no arguments never needs again (docs/performance.md)."""
     if "jsonschema" in sys.modules or not hasattr(os, "fork"):
-        _validate_all(data, text, file)
-        return
+        return _validate_all(data, text, file)
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: validate, report, leave without running any cleanup of the parent's
         os.close(read_end)
         try:
-            _validate_all(data, text, file)
-            report: dict[str, Any] = {"ok": True}
-        except PolicyError as exc:
-            report = {"ok": False, "problem": exc.problem, "place": exc.place, "line": exc.line}
+            found = _validate_all(data, text, file)
+            report: dict[str, Any] = {"problems": [
+                {"problem": exc.problem, "place": exc.place, "line": exc.line} for exc in found]}
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails closed
-            report = {"ok": False, "problem": f"could not be validated: {exc!r}", "place": None, "line": None}
+            report = {"problems": [{"problem": f"could not be validated: {exc!r}", "place": None, "line": None}]}
         with os.fdopen(write_end, "wb") as out:
             out.write(json.dumps(report).encode())
         os._exit(0)
@@ -236,11 +260,10 @@ def _validate_isolated(data: Any, text: str, file: str) -> None:
     os.waitpid(pid, 0)
     try:
         report = json.loads(raw)
-    except ValueError:
-        report = {"ok": False, "problem": "could not be validated (the validator crashed)", "place": None,
-                  "line": None}
-    if not report.get("ok"):
-        raise PolicyError(file, report["problem"], report.get("place"), report.get("line"))
+        problems = report["problems"]
+    except (ValueError, KeyError, TypeError):
+        problems = [{"problem": "could not be validated (the validator crashed)", "place": None, "line": None}]
+    return [PolicyError(file, p["problem"], p.get("place"), p.get("line")) for p in problems]
 
 
 def _duplicate_checked(file: str) -> Any:
@@ -258,17 +281,41 @@ def _duplicate_checked(file: str) -> Any:
     return hook
 
 
-def _refuse_non_finite(node: Any, text: str, file: str, path: list[Any]) -> None:
+def _non_finite(node: Any, text: str, file: str, path: list[Any]) -> list[PolicyError]:
     """YAML has .nan and .inf; a NaN limit compares false with everything and would disable it."""
     if isinstance(node, float) and not math.isfinite(node):
-        raise PolicyError(file, f"{node} is not a finite number (a NaN or infinite limit would not limit)",
-                          _json_path(path), _line_of(text, path))
+        return [PolicyError(file, f"{node} is not a finite number (a NaN or infinite limit would not limit)",
+                            _json_path(path), _line_of(text, path))]
+    found: list[PolicyError] = []
     if isinstance(node, dict):
         for key, value in node.items():
-            _refuse_non_finite(value, text, file, path + [key])
+            found += _non_finite(value, text, file, path + [key])
     elif isinstance(node, list):
         for index, value in enumerate(node):
-            _refuse_non_finite(value, text, file, path + [index])
+            found += _non_finite(value, text, file, path + [index])
+    return found
+
+
+YAML_BOOLEANS = "YAML reads unquoted yes/no/on/off/true/false as booleans: quote it"
+
+
+def _is_yaml(file: str) -> bool:
+    return file.endswith((".yaml", ".yml"))
+
+
+def _glob_problems(data: Any, text: str, file: str) -> list[PolicyError]:
+    found: list[PolicyError] = []
+    rules = data.get("rules") if isinstance(data, dict) else None
+    hidden = data.get("hide") if isinstance(data, dict) else None
+    keys = [(key, "rules") for key in (rules if isinstance(rules, dict) else ())]
+    keys += [(key, "hide") for key in (hidden if isinstance(hidden, list) else ()) if isinstance(key, str)]
+    for key, origin in keys:
+        problem = glob_problem(key) if is_glob(key) else None
+        if problem is not None:
+            place = f"$.rules[{json.dumps(key)}]" if origin == "rules" else f"$.hide ({key!r})"
+            path: list[Any] = ["rules", key] if origin == "rules" else ["hide", key]
+            found.append(PolicyError(file, f"the glob {key!r} {problem}", place, _line_of(text, path)))
+    return found
 
 
 def _no_constant(file: str) -> Any:
@@ -279,13 +326,16 @@ def _no_constant(file: str) -> Any:
 
 
 def _strict_yaml_loader(yaml: Any, file: str) -> Any:
-    """A SafeLoader that refuses duplicate keys, as the JSON loader does (PyYAML keeps the last)."""
+    """A SafeLoader that refuses duplicate keys, as the JSON loader does (PyYAML keeps the last), and keys
+    that are not strings: `no:` is the boolean False in YAML 1.1, and `? [a, b]` a list."""
 
     class StrictLoader(yaml.SafeLoader):  # type: ignore[misc]
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:
             seen: set[Any] = set()
             for key_node, _ in node.value:
                 key = self.construct_object(key_node, deep=deep)
+                if not isinstance(key, str):
+                    raise PolicyError(file, _not_a_name(key), line=key_node.start_mark.line + 1)
                 if key in seen:
                     raise PolicyError(file, f"the key {key!r} appears twice in one mapping; which one applies "
                                             "would be ambiguous", line=key_node.start_mark.line + 1)
@@ -295,8 +345,19 @@ def _strict_yaml_loader(yaml: Any, file: str) -> Any:
     return StrictLoader
 
 
+def _not_a_name(key: Any) -> str:
+    if isinstance(key, bool):
+        return f"the key {key!r} is a boolean, not a name ({YAML_BOOLEANS})"
+    if isinstance(key, (int, float)) or key is None:
+        return f"the key {key!r} is {'null' if key is None else 'a number'}, not a name (quote it)"
+    return "a key here is a collection, not a name"
+
+
+FORMAT_BY_NAME = "a policy is read as YAML when its file name ends in .yaml or .yml, as JSON otherwise"
+
+
 def _parse(text: str, file: str) -> Any:
-    if file.endswith((".yaml", ".yml")):
+    if _is_yaml(file):
         try:
             import yaml
         except ImportError:
@@ -311,7 +372,9 @@ def _parse(text: str, file: str) -> Any:
     try:
         return json.loads(text, object_pairs_hook=_duplicate_checked(file), parse_constant=_no_constant(file))
     except json.JSONDecodeError as exc:
-        raise PolicyError(file, f"not valid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno) from None
+        note = "" if file.endswith(".json") else f"; {FORMAT_BY_NAME}"
+        raise PolicyError(file, f"not valid JSON: {exc.msg} (column {exc.colno}){note}",
+                          line=exc.lineno) from None
 
 
 def _json_path(path: Any) -> str:
@@ -343,25 +406,39 @@ def _line_of(text: str, path: list[Any]) -> int | None:
     return text.count("\n", 0, pos) + 1 if found else None
 
 
-def _validate(data: Any, text: str, file: str) -> None:
+def _validate(data: Any, text: str, file: str) -> list[PolicyError]:
+    """Every place where the file breaks the schema (one problem per place), not only the first."""
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import best_match
 
     validator = Draft202012Validator(schema())
-    errors = list(validator.iter_errors(data))
-    if not errors:
-        return
-    error = best_match(errors)
-    path = list(error.absolute_path)
-    problem = _explain_schema_error(error)
-    raise PolicyError(file, problem, _json_path(path), _line_of(text, path))
+    found: list[PolicyError] = []
+    for each in validator.iter_errors(data):
+        error = best_match([each])
+        path = list(error.absolute_path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            # One problem per unknown key, at the key's own line, with the key it probably meant.
+            known = sorted(error.schema.get("properties", {}))
+            for extra in sorted(set(error.instance) - set(known)):
+                found.append(PolicyError(file, _unknown_key(extra, known), _json_path(path),
+                                         _line_of(text, [*path, extra]) or _line_of(text, path)))
+            continue
+        problem = _explain_schema_error(error)
+        if _is_yaml(file) and isinstance(error.instance, bool):
+            problem += f" ({YAML_BOOLEANS})"
+        found.append(PolicyError(file, problem, _json_path(path), _line_of(text, path)))
+    return found
+
+
+def _unknown_key(key: str, known: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown key {key!r} ({hint}known keys: {', '.join(known)})"
 
 
 def _explain_schema_error(error: Any) -> str:
-    if error.validator == "additionalProperties":
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-        known = ", ".join(sorted(error.schema.get("properties", {})))
-        return f"unknown key {', '.join(map(repr, extra))} (known keys: {known})"
     if error.validator == "enum":
         return f"{error.instance!r} is not one of {', '.join(map(repr, error.validator_value))}"
     if error.validator == "const":
@@ -385,13 +462,6 @@ def _build(data: dict[str, Any], text: str, file: str) -> Policy:
         ))
     for key in data.get("hide") or ():
         rules.append(Rule(key=key, action="hide", origin="hide"))
-    for rule in rules:
-        if rule.is_glob:
-            problem = glob_problem(rule.key)
-            if problem is not None:
-                place = f"$.rules[{json.dumps(rule.key)}]" if rule.origin == "rules" else f"$.hide ({rule.key!r})"
-                raise PolicyError(file, f"the glob {rule.key!r} {problem}", place,
-                                  _line_of(text, ["rules", rule.key] if rule.origin == "rules" else ["hide"]))
     return Policy.build(file, data.get("default", "allow"), tuple(rules),
                         data.get("default_reason"), data.get("description"), data)
 

@@ -92,6 +92,7 @@ class Relay:
         self._client_lines_unwritten = 0
         self._upstream_gone = False
         self._exit_code = 0
+        self.ended_by = ""  # how the session ended, in words (for the audit's end record)
         self._tg: TaskGroup | None = None
         # Guards the pending tables and the interceptor; held for microseconds, never across I/O.
         self._lock = threading.Lock()
@@ -138,9 +139,10 @@ class Relay:
                     break
                 await anyio.sleep(0.005)
 
-    def _finish(self, code: int) -> None:
+    def _finish(self, code: int, how: str = "") -> None:
         if not self._done.is_set():
             self._exit_code = code
+            self.ended_by = how
             self._done.set()
 
     async def _watch_signals(self, signals: Any) -> None:
@@ -160,7 +162,7 @@ class Relay:
                 self._fail_pending(wire.UPSTREAM_EXITED,
                                    f"mcp-guard received {name} and stopped before the upstream server answered")
             await self._write_from_loop(bound=1.0)
-        self._finish(128 + signum)
+        self._finish(128 + signum, f"mcp-guard received {name}")
 
     async def _watch_child(self) -> None:
         """The child's exit, seen directly: its stdout EOF is not enough, because something it started
@@ -222,7 +224,7 @@ class Relay:
                 self.client_out.write_lines(lines)
             except StreamClosed:
                 log.info("the client closed its output; ending the session")
-                anyio.from_thread.run_sync(self._finish, 0)
+                anyio.from_thread.run_sync(self._finish, 0, "the client closed its output")
             finally:
                 with self._lock:
                     self._client_lines_unwritten -= count
@@ -288,7 +290,7 @@ class Relay:
             await self._write_from_loop(bound=self.options.shutdown_grace + 2.0)
         if self._upstream_gone:
             return  # the child ended with requests unanswered: _upstream_ended gives its status
-        self._finish(0)
+        self._finish(0, "the client closed its input")
 
     def _on_client_line(self, line: bytes | Oversized) -> None:
         if isinstance(line, Oversized):
@@ -467,7 +469,7 @@ class Relay:
         else:
             log.warning("%s", what)
         # The child's status; but a child that exits 0 with work unanswered has still failed the client.
-        self._finish(status if status != 0 else (1 if left_unanswered else 0))
+        self._finish(status if status != 0 else (1 if left_unanswered else 0), what)
 
     def _fail_pending(self, code: int, message: str) -> None:
         pending = list(self.pending_requests.values())

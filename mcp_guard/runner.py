@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -13,8 +13,10 @@ from .upstream import Upstream
 
 
 def run_relay(command: Sequence[str], interceptor: Interceptor | None, options: Options,
-              stdin_fd: int = 0, stdout_fd: int = 1) -> int:
+              stdin_fd: int = 0, stdout_fd: int = 1, started: Callable[[], None] | None = None,
+              ended: Callable[[int, str], None] | None = None) -> int:
     """Start `command` and relay between (stdin_fd, stdout_fd) and it; the exit status. Raises StartError.
+    `started()` is called once the child runs; `ended(status, how)` when the session is over.
 
     The pump threads may still be blocked reading a peer that is gone when this returns: end the
     process with os._exit rather than waiting for them."""
@@ -28,9 +30,14 @@ def run_relay(command: Sequence[str], interceptor: Interceptor | None, options: 
     previous = {signum: signal.signal(signum, note) for signum in SIGNALS}
     try:
         upstream = Upstream.start(command)
+        if started is not None:
+            started()
         relay = Relay(stdin_fd, stdout_fd, upstream, interceptor, options)
         relay.early_signals = early
-        return anyio.run(relay.run)
+        status = anyio.run(relay.run)
+        if ended is not None:
+            ended(status, relay.ended_by or "the session ended")
+        return status
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -21,6 +21,8 @@ INTERNAL_ERROR = -32603
 UPSTREAM_EXITED = -32001
 MESSAGE_TOO_LARGE = -32002
 GUARD_REFUSED = -32003
+# mcp-guard could not start (a bad policy, no policy): the answer to the client's first request.
+GUARD_NOT_STARTED = -32010
 
 Kind = Literal["request", "notification", "response"]
 

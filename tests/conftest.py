@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from wireclient import WireProcess, guard_command  # noqa: E402
+from wireclient import WireProcess, guard_command, guard_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -32,12 +32,13 @@ def python() -> str:
 @pytest.fixture
 def spawn_guard(tmp_path):
     """spawn_guard(server_cmd, policy=None, extra=()) -> a WireProcess speaking raw JSON-RPC lines to
-    `mcp-guard run [--policy FILE] [extra...] -- server_cmd...`. Every process is killed at teardown."""
+    `mcp-guard run [--policy FILE] [extra...] -- server_cmd...` (no policy: `--no-policy`, a plain relay).
+    Every process is killed at teardown."""
     started: list[WireProcess] = []
 
     def spawn(server_cmd: list[str], policy: dict | str | None = None, extra: tuple[str, ...] = (),
               env: dict[str, str] | None = None) -> WireProcess:
-        args = list(guard_command()) + ["run"]
+        args: list[str] = []
         if policy is not None:
             if isinstance(policy, dict):
                 import json
@@ -47,7 +48,7 @@ def spawn_guard(tmp_path):
                 policy = str(path)
             args += ["--policy", policy]
         args += list(extra) + ["--", *server_cmd]
-        proc = WireProcess(args, env={**os.environ, **(env or {})})
+        proc = WireProcess(guard_run(*args), env={**os.environ, **(env or {})})
         started.append(proc)
         return proc
 

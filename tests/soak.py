@@ -41,6 +41,13 @@ def guard_command() -> list[str]:
     return find()
 
 
+def guard_run(*args: str) -> list[str]:
+    sys.path.insert(0, str(HERE))
+    from wireclient import guard_run as build
+
+    return build(*args)
+
+
 def status_kib(pid: int, field: str) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -52,13 +59,13 @@ def status_kib(pid: int, field: str) -> int:
 def run(messages: int = 1_000_000, sample_every: int = 50_000, window: int = 256, policy: bool = True,
         server: list[str] | None = None, quiet: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        args = [*guard_command(), "run"]
+        args: list[str] = []
         if policy:
             path = Path(tmp) / "policy.json"
             path.write_text(json.dumps(POLICY))
             args += ["--policy", str(path)]
         args += ["--", *(server or DEFAULT_SERVER)]
-        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        proc = subprocess.Popen(guard_run(*args), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 bufsize=0)
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         stderr: list[bytes] = []

@@ -70,8 +70,9 @@ def test_check_and_run_refuse_keywords_that_would_constrain_nothing(tmp_path, ar
     line = next(number for number, text in enumerate(Path(path).read_text().splitlines(), 1)
                 if json.dumps(last_key) + ":" in text)
     checked = mcp_guard("check", path)
-    assert checked.returncode == 1, checked
-    assert checked.stderr.startswith(f"error: {path}:{line}: at {place}: {problem}"), checked.stderr
+    assert checked.returncode == 2, checked  # 2: invalid, as for run and explain
+    assert checked.stderr.startswith(f"mcp-guard: error: policy error: {path}:{line}: at {place}: {problem}"), \
+        checked.stderr
     marker = tmp_path / "server-started"
     ran = mcp_guard("run", "--policy", path, "--", sys.executable, "-c", f"open({str(marker)!r}, 'w')")
     assert ran.returncode == 2, ran

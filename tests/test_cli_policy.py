@@ -164,8 +164,8 @@ def test_check_invalid_file(tmp_path: Path, text: str | None, fragment: str) -> 
     if text is not None:
         path.write_text(text)
     proc = mcp_guard("check", str(path))
-    assert proc.returncode == 1
-    assert proc.stderr.startswith(f"error: {path}")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"mcp-guard: error: policy error: {path}")
     assert fragment in proc.stderr
     assert "Traceback" not in proc.stderr
     assert "OK" not in proc.stdout
@@ -203,16 +203,23 @@ def test_check_against_a_server(tmp_path: Path) -> None:
     assert found == [
         "rules.read_not matches none of the server's 4 tools (a typo, or a tool this server version does not have?)",
         "rules.admin_* matches none of the server's 4 tools (a typo, or a tool this server version does not have?)",
+        # The tiny server's tools carry no annotations: the spec's default is destructive.
+        "1 tool(s) the server marks destructive are allowed by default, with no rule: read_note "
+        "(destructiveHint, true when a tool that is not read-only does not say)",
     ]
     lines = proc.stdout.splitlines()
     start = lines.index("The server offers 4 tool(s); the agent will see 3:")
-    rows = {line.split()[-2]: line.split() for line in lines[start + 1:start + 5]}
-    assert set(rows) == set(TINY_TOOLS)
-    assert rows["echo"][:2] == ["allow", "(limited)"] and rows["echo"][-1] == "[echo]"
-    assert rows["add"][0] == "deny" and rows["add"][-1] == "[add]"
-    assert rows["read_note"][0] == "allow" and rows["read_note"][-1] == "[default]"
-    assert rows["delete_everything"][0] == "hidden" and rows["delete_everything"][-1] == "[delete_*]"
-    assert lines[-1] == f"{path}: 2 warning(s)"
+    assert lines[start + 1:start + 9] == [
+        "hidden (1):",
+        "  delete_everything  [rule: delete_*]",
+        "denied (1):",
+        "  add                [rule: add]",
+        "limited (1):",
+        "  echo               [rule: echo]; rate limit: at most 5 call(s) per 60 s, per session",
+        "allowed by default (1):",
+        "  read_note          [default]",
+    ]
+    assert lines[-1] == f"{path}: 3 warning(s)"
 
 
 def test_check_against_a_server_clean(tmp_path: Path) -> None:
@@ -220,15 +227,15 @@ def test_check_against_a_server_clean(tmp_path: Path) -> None:
     proc = mcp_guard("check", path, "--", *TINY)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "The server offers 4 tool(s); the agent will see 2:" in proc.stdout
-    assert "  require_approval   read_note  [read_*]" in proc.stdout
-    assert "  hidden             add  [default]" in proc.stdout
+    assert "needs approval (1):\n  read_note          [rule: read_*]\n" in proc.stdout
+    assert "hidden (2):\n  add                [default]\n" in proc.stdout
     assert proc.stdout.splitlines()[-1] == f"{path}: OK"
 
 
 def test_check_with_a_server_that_cannot_start(tmp_path: Path) -> None:
     path = write_policy(tmp_path, {})
     proc = mcp_guard("check", path, "--", str(tmp_path / "no-such-server"))
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "cannot list the server's tools" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -236,9 +243,13 @@ def test_check_with_a_server_that_cannot_start(tmp_path: Path) -> None:
 # --- explain -------------------------------------------------------------------------------------
 
 def explain(path: str, tool: str, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """The human report and the --json record; the exit status says allowed (0) or refused (1)."""
     proc = mcp_guard("explain", "--policy", path, tool, *extra)
-    assert proc.returncode == 0, proc.stderr
-    return proc, json.loads(proc.stdout.splitlines()[-1])
+    as_json = mcp_guard("explain", "--json", "--policy", path, tool, *extra)
+    assert proc.returncode == as_json.returncode, proc.stderr + as_json.stderr
+    record = json.loads(as_json.stdout)
+    assert proc.returncode == (0 if record["action"] == "allow" else 1), proc.stderr
+    return proc, record
 
 
 EXPLAINED = {
@@ -285,9 +296,10 @@ def test_explain_shows_limits_and_other_matches(tmp_path: Path) -> None:
     proc, _ = explain(path, "llm_job_status")
     assert "also matched (less specific): rules.llm_*" in proc.stdout
     proc, _ = explain(path, "codex_request")
-    assert "limit:    at most 5 call(s) per 60 s" in proc.stdout
+    assert "limit:    rate limit: at most 5 call(s) per 60 s, per session" in proc.stdout
     proc, _ = explain(path, "spend", "--args", '{"amount": 1}')
-    assert "budget:   10 per 60 s, cost at /amount" in proc.stdout
+    assert ("limit:    budget: 10 per 60 s, per session; each call costs the number at /amount in its arguments"
+            in proc.stdout)
     proc, _ = explain(path, "llm_job_cancel")
     assert "decision: hide (hidden from tools/list)" in proc.stdout
 
@@ -295,10 +307,10 @@ def test_explain_shows_limits_and_other_matches(tmp_path: Path) -> None:
 def test_explain_via_environment_variable(tmp_path: Path) -> None:
     path = write_policy(tmp_path, EXPLAINED)
     env = {**os.environ, "MCP_GUARD_POLICY": path}
-    proc = subprocess.run([*guard_command(), "explain", "llm_job_status"], capture_output=True, text=True,
-                          env=env, timeout=30)
+    proc = subprocess.run([*guard_command(), "explain", "--json", "llm_job_status"], capture_output=True,
+                          text=True, env=env, timeout=30)
     assert proc.returncode == 0
-    assert json.loads(proc.stdout.splitlines()[-1])["rule"] == "llm_job_*"
+    assert json.loads(proc.stdout)["rule"] == "llm_job_*"
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
@@ -472,6 +484,9 @@ def test_check_shows_an_argument_constrained_tool_as_allowed_not_denied(tmp_path
     result = subprocess.run(guard_command() + ["check", str(policy), "--", sys.executable,
                                                str(root / "examples" / "llm_gateway_server.py")],
                             capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    line = next(line for line in result.stdout.splitlines() if " llm_job_status " in line)
-    assert line.split()[0] == "allow", line
+    # 1: the example server's other tools are unannotated, so destructive by the spec's default.
+    assert result.returncode == 1 and "marks destructive are allowed by default" in result.stdout, result.stderr
+    lines = result.stdout.splitlines()
+    row = next(i for i, line in enumerate(lines) if line.startswith("  llm_job_status "))
+    group = next(line for line in reversed(lines[:row]) if not line.startswith("  "))
+    assert group == "constrained (1):", result.stdout

@@ -60,7 +60,7 @@ def test_other_installed_over_ours_is_named_not_a_traceback(tmp_path: Path, whee
                                                             other: str) -> None:
     install_ours(tmp_path)
     install_wheel(wheels[other], tmp_path)
-    result = run_command(tmp_path, "run", "--", "true")
+    result = run_command(tmp_path, "run", "--no-policy", "--", "true")
     assert result.returncode == 1
     assert "is not mcp-guard's" in result.stderr and "bonanza-mcp-guard and mcp-guardrails" in result.stderr
     assert "Traceback" not in result.stderr

@@ -20,7 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from wireclient import WireProcess, guard_command, pid_alive  # noqa: E402
+from wireclient import WireProcess, guard_run, pid_alive  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SERVER = HERE / "servers" / "faulty_server.py"
@@ -105,8 +105,8 @@ class Run:
                  server: list[str] | None = None, bare: bool = False) -> None:
         self.pid_file = tmp_path / f"pids-{time.monotonic_ns()}"
         self.record_file = tmp_path / f"record-{time.monotonic_ns()}"
-        args = [*guard_command(), "run", "--shutdown-grace", "0.5", "--drain-timeout", "2", *extra, "--",
-                *(server or [sys.executable, str(SERVER)])]
+        args = guard_run("--shutdown-grace", "0.5", "--drain-timeout", "2", *extra, "--",
+                         *(server or [sys.executable, str(SERVER)]))
         full_env = {**os.environ, "FAULT": fault, "PID_FILE": str(self.pid_file),
                     "RECORD_FILE": str(self.record_file), **(env or {})}
         self.p: Any = Bare(args, full_env) if bare else Guarded(args, env=full_env)

@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from wireclient import WireProcess, guard_command  # noqa: E402
+from wireclient import WireProcess, guard_run  # noqa: E402
 
 SERVER = Path(__file__).resolve().parent / "servers" / "faulty_server.py"
 MiB = 1024 * 1024
@@ -46,13 +46,13 @@ class Session:
     def __init__(self, tmp_path: Path, policy: dict[str, Any] | None = None, extra: tuple[str, ...] = (),
                  env: dict[str, str] | None = None) -> None:
         self.record_file = tmp_path / f"record-{time.monotonic_ns()}.jsonl"
-        args = [*guard_command(), "run", "--shutdown-grace", "0.5", "--drain-timeout", "2"]
+        args = ["--shutdown-grace", "0.5", "--drain-timeout", "2"]
         if policy is not None:
             path = tmp_path / f"policy-{time.monotonic_ns()}.json"
             path.write_text(json.dumps(policy))
             args += ["--policy", str(path)]
         args += [*extra, "--", sys.executable, str(SERVER)]
-        self.p = Guarded(args, env={**os.environ, "FAULT": "none", "RECORD_FILE": str(self.record_file),
+        self.p = Guarded(guard_run(*args), env={**os.environ, "FAULT": "none", "RECORD_FILE": str(self.record_file),
                                     **(env or {})})
         self.counter = 1000
 

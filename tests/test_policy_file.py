@@ -138,7 +138,8 @@ def test_unknown_key_in_a_rule(tmp_path: Path) -> None:
         "list_models": {"action": "allow"},
         "claude_request": {"rate_limt": {"max": 5, "window": 60}},
     }})
-    line_no = text.splitlines().index('    "claude_request": {') + 1
+    # The line of the misspelled key itself.
+    line_no = next(n for n, text_line in enumerate(text.splitlines(), 1) if '"rate_limt"' in text_line)
     line = assert_refused(tmp_path, write(tmp_path, "typo.json", text), f"typo.json:{line_no}:",
                           "at $.rules.claude_request", "unknown key 'rate_limt'")
     assert "rate_limit" in line  # the known keys are listed, so the typo is easy to see
@@ -247,7 +248,7 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
 
 def test_yaml_unknown_key_names_path_and_line(tmp_path: Path) -> None:
     text = "version: '1'\nrules:\n  list_models: {}\n  claude_request:\n    rate_limt: {max: 5, window: 60}\n"
-    assert_refused(tmp_path, write(tmp_path, "typo.yaml", text), "typo.yaml:4:",
+    assert_refused(tmp_path, write(tmp_path, "typo.yaml", text), "typo.yaml:5:",
                    "at $.rules.claude_request", "unknown key 'rate_limt'")
 
 

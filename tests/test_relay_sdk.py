@@ -15,7 +15,7 @@ import mcp_types as types
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
-from wireclient import guard_command
+from wireclient import guard_run
 
 ROOT = Path(__file__).resolve().parent.parent
 GATEWAY = [sys.executable, str(ROOT / "examples" / "llm_gateway_server.py")]
@@ -61,12 +61,12 @@ def server_params(command: list[str]) -> StdioServerParameters:
 
 
 def guarded(tmp_path: Path, policy: dict[str, Any] | None) -> list[str]:
-    command = list(guard_command()) + ["run"]
+    command: list[str] = []
     if policy is not None:
         path = tmp_path / "allow-all.json"
         path.write_text(json.dumps(policy))
         command += ["--policy", str(path)]
-    return command + ["--", *GATEWAY]
+    return guard_run(*command, "--", *GATEWAY)
 
 
 def client(command: list[str], mode: str, recorder: Recorder) -> Client:

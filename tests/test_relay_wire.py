@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from wireclient import WireProcess, pid_alive
+from wireclient import WireProcess, guard_run, pid_alive
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -119,7 +119,7 @@ def test_big_integer_id_round_trips_exactly(raw) -> None:
 def test_large_message_upstream_to_client(guard_cmd, size: int, extra: tuple[str, ...]) -> None:
     # Read with a buffered pipe: WireProcess reads stdout unbuffered (bufsize=0), one byte per read(2) call,
     # which takes ~30 s for 64 MiB; that would measure the test client, not mcp-guard.
-    proc = subprocess.Popen([*guard_cmd, "run", *extra, "--", *RAW], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(guard_run(*extra, "--", *RAW), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL)
     lines: list[bytes] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, b"")), daemon=True)
@@ -181,7 +181,7 @@ def test_malformed_upstream_line_is_not_passed_on_and_is_reported(guard_cmd, tmp
     # stderr goes to a file, read back when needed (independent of WireProcess's stderr reader thread)
     err_path = tmp_path / "stderr.txt"
     with open(err_path, "wb") as err:
-        proc = WireProcess([*guard_cmd, "run", "--", *RAW], stderr=err)
+        proc = WireProcess(guard_run("--", *RAW), stderr=err)
     try:
         proc.initialize()
         garbage = b'{"this is": not json at all'
@@ -222,7 +222,7 @@ def test_piped_stdin_all_answers_arrive_before_exit(guard_cmd) -> None:
     ]
     data = b"".join(json.dumps(r).encode() + b"\n" for r in requests)
     started = time.monotonic()
-    done = subprocess.run([*guard_cmd, "run", "--", *GATEWAY], input=data, capture_output=True, timeout=30)
+    done = subprocess.run(guard_run("--", *GATEWAY), input=data, capture_output=True, timeout=30)
     elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stderr.decode()
     answers = {m["id"]: m for m in map(json.loads, done.stdout.splitlines()) if "id" in m}
@@ -234,7 +234,7 @@ def test_piped_stdin_all_answers_arrive_before_exit(guard_cmd) -> None:
 
 
 def test_answers_owed_reach_a_slow_reader_after_stdin_closes(guard_cmd) -> None:
-    proc = subprocess.Popen([*guard_cmd, "run", "--", *RAW], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(guard_run("--", *RAW), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL)
     try:
         assert proc.stdin is not None and proc.stdout is not None
@@ -372,7 +372,7 @@ def test_client_requests_flow_while_upstream_is_not_reading_answers(raw) -> None
 
 
 def test_command_not_found(guard_cmd) -> None:
-    done = subprocess.run([*guard_cmd, "run", "--", "definitely-not-a-command-mcp-guard-xyz"],
+    done = subprocess.run(guard_run("--", "definitely-not-a-command-mcp-guard-xyz"),
                           input=b"", capture_output=True, timeout=20)
     assert done.returncode == 127
     assert done.stdout == b""
@@ -382,7 +382,8 @@ def test_command_not_found(guard_cmd) -> None:
     assert err.startswith("mcp-guard: error:") and "definitely-not-a-command-mcp-guard-xyz" in err
 
 
-def test_missing_double_dash(guard_cmd) -> None:
+def test_no_double_dash_and_no_policy(guard_cmd) -> None:
+    """`--` is optional, but a policy is not: without one (and without --no-policy) nothing starts."""
     done = subprocess.run([*guard_cmd, "run", sys.executable, str(RAW[1])], input=b"", capture_output=True,
                           timeout=20)
     assert done.returncode == 2
@@ -390,3 +391,4 @@ def test_missing_double_dash(guard_cmd) -> None:
     err = done.stderr.decode()
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
+    assert "--no-policy" in err

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from wireclient import guard_command
+from wireclient import guard_command, guard_run
 
 SERVERS = Path(__file__).resolve().parent / "servers"
 
@@ -47,7 +47,7 @@ def test_a_non_blocking_stdout_gets_whole_lines(tmp_path: Path) -> None:
     """Some launchers hand over a pipe with O_NONBLOCK set on the shared file description."""
     read_end, write_end = os.pipe()
     fcntl.fcntl(write_end, fcntl.F_SETFL, fcntl.fcntl(write_end, fcntl.F_GETFL) | os.O_NONBLOCK)
-    proc = subprocess.Popen(guard_command() + ["run", "--", sys.executable, str(SERVERS / "relay_raw_server.py")],
+    proc = subprocess.Popen(guard_run("--", sys.executable, str(SERVERS / "relay_raw_server.py")),
                             stdin=subprocess.PIPE, stdout=write_end, stderr=subprocess.PIPE)
     os.close(write_end)
     assert proc.stdin is not None
@@ -78,7 +78,7 @@ def test_a_misspelled_option_is_named_not_run_as_the_command(tmp_path: Path, arg
 def test_server_arguments_after_the_separator_are_the_servers(tmp_path: Path) -> None:
     marker = tmp_path / "argv.json"
     script = f"import json, sys; json.dump(sys.argv[1:], open({str(marker)!r}, 'w'))"
-    result = subprocess.run(guard_command() + ["run", "--", sys.executable, "-c", script, "--policy", "-x", "--"],
+    result = subprocess.run(guard_run("--", sys.executable, "-c", script, "--policy", "-x", "--"),
                             capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr
     assert json.loads(marker.read_text()) == ["--policy", "-x", "--"]

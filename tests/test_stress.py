@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from wireclient import guard_command, pid_alive
+from wireclient import guard_run, pid_alive
 
 SERVERS = Path(__file__).resolve().parent / "servers"
 FAULTY = str(SERVERS / "faulty_server.py")
@@ -48,7 +48,7 @@ def req(request_id, method="ping", params=None) -> bytes:
 
 
 def guard(*args: str, env=None, stdin=subprocess.PIPE, stderr=subprocess.PIPE) -> subprocess.Popen:
-    return subprocess.Popen([*guard_command(), "run", *args], stdin=stdin, stdout=subprocess.PIPE,
+    return subprocess.Popen(guard_run(*args), stdin=stdin, stdout=subprocess.PIPE,
                             stderr=stderr, env={**os.environ, **(env or {})})
 
 

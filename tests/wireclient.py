@@ -22,6 +22,15 @@ def guard_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "mcp_guard"]
 
 
+def guard_run(*args: str) -> list[str]:
+    """`mcp-guard run ARGS...`. When the options before the server command name no policy, `--no-policy`
+    is added: run refuses to start without a policy unless it is told to relay without one."""
+    options = args[:args.index("--")] if "--" in args else args
+    if not any(a in ("--policy", "--no-policy") or a.startswith("--policy=") for a in options):
+        args = ("--no-policy", *args)
+    return [*guard_command(), "run", *args]
+
+
 class WireProcess:
     """Spawns a command; `send` writes lines to its stdin, `recv` reads lines from its stdout."""
 

@@ -78,7 +78,7 @@ def format_table(direct: dict[str, str], guarded: dict[str, str]) -> str:
 
 def test_conformance_verdicts_identical(tools: Tools, tmp_path: Path) -> None:
     direct_argv = [PYTHON, str(SERVER)]
-    guarded_argv = [guard_bin(), "run", "--", PYTHON, str(SERVER)]
+    guarded_argv = [guard_bin(), "run", "--no-policy", "--", PYTHON, str(SERVER)]
     # The two runs are independent (own gateway, own port, own server processes): run them side by side.
     with ThreadPoolExecutor(2) as pool:
         direct_run = pool.submit(run_suite, tools, direct_argv, tmp_path / "direct")

@@ -255,6 +255,15 @@ def test_sdk_client_in_auto_mode_sees_the_same_gateway_through_allow_all(
     assert runs["guarded"] == direct
 
 
+def as_missing(answer: dict[str, Any], name: str) -> str:
+    """An answer to a call of `name`, without its id and with the name replaced by a placeholder: a hidden
+    tool must get exactly the answer the gateway gives a name it does not have."""
+    body = {key: value for key, value in answer.items() if key != "id"}
+    text = json.dumps(body, sort_keys=True)
+    assert name in text, text  # the answer names the tool (so the comparison is not vacuous)
+    return text.replace(name, "<NAME>")
+
+
 # ---- examples/policies/llm-cli-gateway.json on the live server ------------------------------------
 
 
@@ -271,8 +280,9 @@ def test_example_policy_on_the_live_gateway(llm_cli_gateway: LlmCliGateway, star
     assert hidden == {"session_clear_all", "provider_admin_mutate", "config_recover_kit_attempt", "cli_upgrade"}
     listing = proc.request(next(ids), "tools/list", {}, timeout=TIMEOUT)["result"]
     assert listing["tools"] == [t for t in fixture["tools"] if t["name"] not in hidden]
-    for name in sorted(hidden):  # mcp-guard's answer, not the gateway's ("Tool X not found")
-        assert call(proc, next(ids), name, {})["error"] == {"code": -32602, "message": f"Unknown tool: {name}"}
+    for name in sorted(hidden):  # the gateway's own answer for a name it does not have, up to the name
+        assert as_missing(call(proc, next(ids), name, {}), name) == as_missing(
+            call(proc, next(ids), "no_such_tool_here", {}), "no_such_tool_here")
 
     # Approval tools: refused with the rule's reason (mcp-guard cannot obtain approval yet); a session
     # made through the guard survives the refused session_delete.
@@ -331,8 +341,15 @@ def test_check_is_clean_against_the_live_gateway(llm_cli_gateway: LlmCliGateway,
     assert "warning" not in proc.stdout.lower(), proc.stdout
     assert f"The server offers 64 tool(s); the agent will see {64 - len(policy['hide'])}:" in proc.stdout
     assert proc.stdout.rstrip().endswith(f"{EXAMPLE.name}: OK"), proc.stdout
-    shown = {line.split()[-2]: line.split()[0] for line in proc.stdout.splitlines() if line.startswith("  ")}
-    assert len(shown) == 64 and {n for n, a in shown.items() if a == "hidden"} == set(policy["hide"])
+    # The table groups tools by what the policy does: a "hidden (4):" header, then one tool per line.
+    shown: dict[str, str] = {}
+    group = ""
+    for line in proc.stdout.splitlines():
+        if line.startswith("  ") and not line.startswith("  |"):  # "  | ": the server's own stderr
+            shown[line.split()[0]] = group
+        elif line.endswith("):") and " (" in line:
+            group = line.rsplit(" (", 1)[0]
+    assert len(shown) == 64 and {n for n, g in shown.items() if g == "hidden"} == set(policy["hide"])
 
 
 # ---- the seed policy: deny everything, hide llm_job_cancel ----------------------------------------
@@ -373,12 +390,16 @@ def test_seed_policy_refuses_everything_and_nothing_reaches_the_gateway(
         assert (decision["action"], decision["rule"]) == ("deny", None), decision
         assert name in decision["reason"]
     cancel = call(proc, 100, "llm_job_cancel", {"jobId": UNKNOWN_JOB})
-    assert cancel["error"] == {"code": -32602, "message": "Unknown tool: llm_job_cancel"}
     finish(proc)
 
     # Nothing but the handshake and the listing reached the gateway, and its state is as it was.
     reached = [json.loads(line).get("method") for line in seen.read_bytes().splitlines()]
-    assert reached == ["initialize", "notifications/initialized", "tools/list"], reached
+    # The hidden llm_job_cancel went out as a probe: a call with no arguments to a random name the
+    # gateway does not have (never the hidden name, never the job id).
+    assert reached == ["initialize", "notifications/initialized", "tools/list", "tools/call"], reached
+    probe = json.loads(seen.read_bytes().splitlines()[-1])["params"]
+    assert probe["arguments"] == {} and probe["name"] not in names + ["llm_job_cancel"], probe
+    assert "llm_job_cancel" not in seen.read_text() and UNKNOWN_JOB not in seen.read_text()
     assert gateway_state(home) == state
 
     # After, directly and through the same recorder (which does see calls): the session is still there.
@@ -387,5 +408,8 @@ def test_seed_policy_refuses_everything_and_nothing_reaches_the_gateway(
     after.initialize()
     got = json.loads(text_of(call(after, 1, "session_get", {"sessionId": session["id"]})))
     assert got["session"]["id"] == session["id"] and got["session"]["description"] == "seed"
+    # The hidden tool's answer through the guard is the gateway's own answer for a name it lacks.
+    assert as_missing(cancel, "llm_job_cancel") == as_missing(
+        call(after, 2, "no_such_tool_here", {}), "no_such_tool_here")
     finish(after)
     assert "tools/call" in [json.loads(line).get("method") for line in seen_after.read_bytes().splitlines()]

@@ -1,14 +1,13 @@
 """The MCP Inspector's CLI mode (a real, independent client) lists and calls tools through mcp-guard.
 
-Inspector v1's CLI splits its own command line at `--`, so `mcp-guard run ... -- server` cannot be given
-to it inline (nor in its --config args); the guarded server is started through a two-line wrapper
-script instead, as one would in any client that does the same."""
+Inspector v1's CLI takes `--` as its own separator, so the guarded server is given to it inline without
+one: `inspector --cli mcp-guard run --policy p.json SERVER ARGS... --method ...` (no wrapper script).
+mcp-guard's `--` before the server command is optional for exactly this reason."""
 
 from __future__ import annotations
 
 import json
 import os
-import stat
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -32,19 +31,8 @@ def _server() -> list[str]:
     return [PYTHON, str(GATEWAY)]
 
 
-def _wrapper(tmp_path: Path, argv: list[str], name: str) -> str:
-    script = tmp_path / name
-    script.write_text("#!/bin/sh\nexec " + " ".join(_q(a) for a in argv) + "\n")
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    return str(script)
-
-
-def _q(arg: str) -> str:
-    return "'" + arg.replace("'", "'\\''") + "'"
-
-
-def inspector(tools: Tools, command: str, *args: str) -> tuple[int, Any, str]:
-    proc = subprocess.run([*tools.inspector_cli, "--cli", command, *args], capture_output=True, text=True,
+def inspector(tools: Tools, command: list[str], *args: str) -> tuple[int, Any, str]:
+    proc = subprocess.run([*tools.inspector_cli, "--cli", *command, *args], capture_output=True, text=True,
                           timeout=60, env={**os.environ, "NO_COLOR": "1"})
     try:
         out = json.loads(proc.stdout) if proc.stdout.strip() else None
@@ -54,23 +42,23 @@ def inspector(tools: Tools, command: str, *args: str) -> tuple[int, Any, str]:
 
 
 @pytest.fixture
-def direct(tmp_path: Path) -> str:
-    return _wrapper(tmp_path, _server(), "direct.sh")
+def direct() -> list[str]:
+    return _server()
 
 
 @pytest.fixture
-def allow_all(tmp_path: Path) -> str:
+def allow_all(tmp_path: Path) -> list[str]:
     policy = write_policy(tmp_path, {"version": "1", "default": "allow"}, "allow.json")
-    return _wrapper(tmp_path, [guard_bin(), "run", "--policy", policy, "--", *_server()], "allow.sh")
+    return [guard_bin(), "run", "--policy", policy, *_server()]
 
 
 @pytest.fixture
-def policed(tmp_path: Path) -> str:
+def policed(tmp_path: Path) -> list[str]:
     policy = write_policy(tmp_path, POLICY, "policy.json")
-    return _wrapper(tmp_path, [guard_bin(), "run", "--policy", policy, "--", *_server()], "policed.sh")
+    return [guard_bin(), "run", "--policy", policy, *_server()]
 
 
-def test_inspector_lists_and_calls_through_allow_all(tools: Tools, direct: str, allow_all: str) -> None:
+def test_inspector_lists_and_calls_through_allow_all(tools: Tools, direct: list[str], allow_all: list[str]) -> None:
     rc_d, listed_d, err = inspector(tools, direct, "--method", "tools/list")
     assert rc_d == 0, err
     rc_g, listed_g, err = inspector(tools, allow_all, "--method", "tools/list")
@@ -87,7 +75,7 @@ def test_inspector_lists_and_calls_through_allow_all(tools: Tools, direct: str, 
     assert called_g["content"][0]["text"] == "[m1] echo: hello"
 
 
-def test_inspector_sees_hidden_tools_gone_and_refusals(tools: Tools, direct: str, policed: str) -> None:
+def test_inspector_sees_hidden_tools_gone_and_refusals(tools: Tools, direct: list[str], policed: list[str]) -> None:
     _, listed_d, _ = inspector(tools, direct, "--method", "tools/list")
     rc, listed, err = inspector(tools, policed, "--method", "tools/list")
     assert rc == 0, err
@@ -113,3 +101,18 @@ def test_inspector_sees_hidden_tools_gone_and_refusals(tools: Tools, direct: str
                              "--tool-arg", "prompt=still here", "model=m2")
     assert rc == 0, err
     assert out["content"][0]["text"] == "[m2] echo: still here"
+
+
+def test_inspector_shows_why_a_guard_with_a_bad_policy_will_not_start(tools: Tools, tmp_path: Path) -> None:
+    """Instead of an opaque "connection closed": the client's first request is answered with the error."""
+    policy = write_policy(tmp_path, {"version": "1", "rules": {"x": {"rate_limt": {"max": 1, "window": 1}}}},
+                          "bad.json")
+    rc, out, err = inspector(tools, [guard_bin(), "run", "--policy", policy, *_server()], "--method", "tools/list")
+    assert rc != 0
+    assert f"MCP error -32010: mcp-guard: policy error: {policy}:1: at $.rules.x: unknown key 'rate_limt'" in err
+
+
+def test_inspector_inline_without_a_policy_is_refused_not_unguarded(tools: Tools) -> None:
+    rc, out, err = inspector(tools, [guard_bin(), "run", *_server()], "--method", "tools/list")
+    assert rc != 0 and out is None
+    assert "no policy: give --policy FILE or set MCP_GUARD_POLICY, or say --no-policy" in err

@@ -1,0 +1,148 @@
+"""How the command line is read, apart from click's own parsing: where a server command starts, which
+policy is in force, and the MCP_GUARD_* variables that look like typos.
+
+The CLI (cli.py) only declares the commands; what their words mean is decided here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import click
+
+POLICY_ENV = "MCP_GUARD_POLICY"
+AUDIT_ENV = "MCP_GUARD_AUDIT"
+ENV_PREFIX = "MCP_GUARD_"
+
+
+class Failure(Exception):
+    """An error for people: printed as one line, with an exit status. `answer_client`: mcp-guard was
+    about to serve an MCP client, which is then told the same line (startup.answer_first_request)."""
+
+    def __init__(self, message: str, status: int = 1, answer_client: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.answer_client = answer_client
+
+
+class ServerCommand(click.Command):
+    """A click command whose last argument is a server command (COMMAND [ARGS...]).
+
+    `--` before it is optional: after the command's own leading arguments (`leading`, e.g. check's FILE),
+    the first word that is not an option starts the server command, as in `timeout`, `env` and `uv run`.
+    Clients such as the MCP Inspector and mcp-proxy strip `--` from the arguments they are given, so
+    `run --policy p.json server --flag` must mean what it says. A misspelled option before the server
+    command is still an option to click ("No such option"), never the start of the command."""
+
+    def __init__(self, *args: Any, leading: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.leading = leading
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, with_separator(args, self.params, self.leading))
+
+
+def with_separator(args: list[str], params: Iterable[click.Parameter], leading: int) -> list[str]:
+    """`args` with `--` inserted before the server command, when it is not there already."""
+    takes_value: dict[str, int] = {}
+    for param in params:
+        if isinstance(param, click.Option):
+            count = 0 if (param.is_flag or param.count) else max(param.nargs, 1)
+            for name in [*param.opts, *param.secondary_opts]:
+                takes_value[name] = count
+    positionals = 0
+    index = 0
+    while index < len(args):
+        word = args[index]
+        if word == "--":
+            return args
+        if word.startswith("-") and word != "-":
+            name, has_value, _ = word.partition("=")
+            index += 1 if has_value else 1 + takes_value.get(name, 0)
+            continue
+        if positionals >= leading:
+            return [*args[:index], "--", *args[index:]]
+        positionals += 1
+        index += 1
+    return args
+
+
+def known_variables(command: click.Command) -> set[str]:
+    """Every environment variable an option of `command` (or its subcommands) reads."""
+    found: set[str] = set()
+    commands = [command]
+    if isinstance(command, click.Group):
+        commands += list(command.commands.values())
+    for each in commands:
+        for param in each.params:
+            envvar = getattr(param, "envvar", None)
+            if isinstance(envvar, str):
+                found.add(envvar)
+            elif isinstance(envvar, (list, tuple)):
+                found.update(envvar)
+    return found
+
+
+def misspelled_variables(environ: Mapping[str, str], known: set[str]) -> list[tuple[str, str]]:
+    """(name, the known name it is probably meant to be) for each set variable that looks like a typo of
+    one mcp-guard reads: `MCP_GUARD_POLICIES` for `MCP_GUARD_POLICY`. Variables with no close match (a
+    test suite's MCP_GUARD_SKIP_COMPAT, say) are not mcp-guard's business and are left alone."""
+    found: list[tuple[str, str]] = []
+    suffixes = {name[len(ENV_PREFIX):]: name for name in known if name.startswith(ENV_PREFIX)}
+    for name in sorted(environ):
+        if name in known:
+            continue
+        if name.startswith(ENV_PREFIX):
+            match = difflib.get_close_matches(name[len(ENV_PREFIX):], list(suffixes), n=1, cutoff=0.6)
+            if match:
+                found.append((name, suffixes[match[0]]))
+        elif "GUARD" in name.upper() or name.upper().startswith("MCP"):
+            match = difflib.get_close_matches(name.upper(), sorted(known), n=1, cutoff=0.85)
+            if match:
+                found.append((name, match[0]))
+    return found
+
+
+def policy_summary(policy: Any) -> str:
+    """The start-up line that says which policy is in force."""
+    hidden = sum(1 for rule in policy.rules if rule.action == "hide")
+    rules = sum(1 for rule in policy.rules if rule.origin == "rules")
+    return (f"policy {os.path.abspath(policy.source)}: {hidden} hidden, {rules} rule(s), "
+            f"default {policy.default}")
+
+
+def load_run_policy(path: str | None, no_policy: bool, from_environment: bool, command: tuple[str, ...]) -> Any:
+    """The policy `run` enforces. Without one the guard would relay everything: that must be asked for
+    (`--no-policy`), never the result of a typo in a variable's name or an option placed after the
+    server command."""
+    from .policy import allow_all
+
+    if path is not None and no_policy:
+        where = f"${POLICY_ENV}" if from_environment else "--policy"
+        raise Failure(f"--no-policy and {where} contradict each other; give one", 2, answer_client=True)
+    if no_policy:
+        return allow_all("(no policy: --no-policy)")
+    if path is None:
+        hint = ""
+        if any(word == "--policy" or word.startswith("--policy=") for word in command):
+            hint = " (--policy after the server command is the server's argument: put it before)"
+        raise Failure(f"no policy: give --policy FILE or set {POLICY_ENV}, or say --no-policy to relay "
+                      f"without one{hint}", 2, answer_client=True)
+    return load_policy(path, from_environment, answer_client=True)
+
+
+def load_policy(path: str, from_environment: bool, answer_client: bool = False) -> Any:
+    """The policy at `path`, or a Failure (exit status 2) with its one-line problem. A path from
+    MCP_GUARD_POLICY that names nothing says so, and where a relative path was looked for."""
+    from .policy import PolicyError, load
+
+    try:
+        return load(path)
+    except PolicyError as exc:
+        message = f"policy error: {exc}"
+        if from_environment and exc.problem == "no such file":
+            message += f" (the path came from ${POLICY_ENV}, resolved in {os.getcwd()})"
+        raise Failure(message, 2, answer_client=answer_client) from None

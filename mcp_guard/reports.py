@@ -1,0 +1,215 @@
+"""What `mcp-guard check` and `mcp-guard explain` print, and their exit statuses.
+
+Both commands share one contract with `run`: exit status 0 when all is well, 1 for warnings (check) or a
+refused call (explain), 2 when the input cannot be used; every error line starts `mcp-guard: error: `.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+from .commandline import Failure
+from .engine import SessionState, ToolCall, decide, select_rule
+from .policy import Policy, PolicyError, Rule, load
+
+# Rate limits and budgets count per session: one mcp-guard process, one client, one server.
+SCOPE = "per session"
+
+GROUPS = ("hidden", "denied", "needs approval", "limited", "constrained", "allowed by a rule",
+          "allowed by default")
+
+
+def limit_lines(rule: Rule) -> list[str]:
+    """A rule's limits and constraints in words, each saying what kind of thing it is."""
+    lines: list[str] = []
+    if rule.rate_limit is not None:
+        lines.append(f"rate limit: at most {rule.rate_limit.max} call(s) per {rule.rate_limit.window:g} s, "
+                     f"{SCOPE}")
+    if rule.budget is not None:
+        lines.append(f"budget: {rule.budget.max:g} per {rule.budget.window:g} s, {SCOPE}; each call costs the "
+                     f"number at {rule.budget.cost} in its arguments")
+    if rule.arguments is not None:
+        properties = rule.arguments.get("properties") if isinstance(rule.arguments, dict) else None
+        names = f" ({', '.join(properties)})" if isinstance(properties, dict) and properties else ""
+        lines.append(f"argument constraint: a JSON Schema{names}")
+    return lines
+
+
+def group_of(policy: Policy, rule: Rule | None) -> str:
+    action = rule.action if rule is not None else policy.default
+    if action == "hide":
+        return "hidden"
+    if action == "deny":
+        return "denied"
+    if action == "require_approval":
+        return "needs approval"
+    if rule is None:
+        return "allowed by default"
+    if rule.rate_limit is not None or rule.budget is not None:
+        return "limited"
+    if rule.arguments is not None:
+        return "constrained"
+    return "allowed by a rule"
+
+
+@contextlib.contextmanager
+def _stderr_held() -> Iterator[list[str]]:
+    """Collect what is written to fd 2 (the server's stderr, which it inherits) while listing, so it is
+    shown apart from the table instead of interleaving with it."""
+    held: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as buffer:
+        os.dup2(buffer.fileno(), 2)
+        try:
+            yield held
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            buffer.seek(0)
+            held.append(buffer.read().decode("utf-8", "replace"))
+
+
+def list_server_tools(command: tuple[str, ...], timeout: float) -> tuple[list[dict[str, Any]], str]:
+    """The server's tools, and what it wrote to stderr meanwhile."""
+    from .listing import ListingError, list_tools
+
+    error: str | None = None
+    tools: list[dict[str, Any]] = []
+    with _stderr_held() as held:
+        try:
+            tools = list_tools(list(command), timeout)
+        except ListingError as exc:
+            error = str(exc)
+    server_stderr = "".join(held).rstrip("\n")
+    if error is not None:
+        if server_stderr:
+            click.echo("The server's stderr:\n" + _indent(server_stderr), err=True)
+        raise Failure(f"cannot list the server's tools: {error}", 2)
+    return tools, server_stderr
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  | " + line for line in text.splitlines())
+
+
+def check(policy_file: str, command: tuple[str, ...], timeout: float) -> int:
+    from .lint import lint, lint_against_tools, lint_argument_names, lint_destructive_by_default
+
+    policy = _load_all_problems(policy_file)
+    if policy is None:
+        return 2
+    findings = lint(policy)
+    if not policy_file.endswith((".json", ".yaml", ".yml")):
+        findings.append("the file name ends in neither .json nor .yaml/.yml, so it is read as JSON "
+                        "(a policy is YAML when its name ends in .yaml or .yml)")
+    tools: list[dict[str, Any]] | None = None
+    server_stderr = ""
+    if command:
+        tools, server_stderr = list_server_tools(command, timeout)
+        findings += lint_against_tools(policy, [tool["name"] for tool in tools])
+        findings += lint_argument_names(policy, tools)
+        findings += lint_destructive_by_default(policy, tools)
+    for finding in findings:
+        click.echo(f"{policy_file}: warning: {finding}")
+    if tools is not None:
+        _print_table(policy, tools)
+        if server_stderr:
+            click.echo("The server's stderr while listing:\n" + _indent(server_stderr))
+    if findings:
+        click.echo(f"{policy_file}: {len(findings)} warning(s)")
+        return 1
+    click.echo(f"{policy_file}: OK")
+    return 0
+
+
+def _load_all_problems(policy_file: str) -> Policy | None:
+    try:
+        return load(policy_file)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            click.echo(f"mcp-guard: error: policy error: {problem}", err=True)
+        if len(exc.problems) > 1:
+            click.echo(f"mcp-guard: error: {policy_file}: {len(exc.problems)} problems", err=True)
+        return None
+
+
+def _print_table(policy: Policy, tools: list[dict[str, Any]]) -> None:
+    grouped: dict[str, list[tuple[str, Rule | None]]] = {group: [] for group in GROUPS}
+    for tool in tools:
+        # What the rule says, not what a call with no arguments would get: an argument schema that
+        # requires something would otherwise show an allowed tool as denied.
+        rule = select_rule(policy, tool["name"])
+        grouped[group_of(policy, rule)].append((tool["name"], rule))
+    shown = len(tools) - len(grouped["hidden"])
+    click.echo(f"The server offers {len(tools)} tool(s); the agent will see {shown}:")
+    width = max((len(tool["name"]) for tool in tools), default=0)
+    for group in GROUPS:
+        rows = grouped[group]
+        if not rows:
+            continue
+        click.echo(f"{group} ({len(rows)}):")
+        for name, rule in rows:
+            where = f"[rule: {rule.key}]" if rule is not None else "[default]"
+            details = []
+            if group in ("denied", "needs approval"):
+                reason = rule.reason if rule is not None else policy.default_reason
+                if reason:
+                    details.append(f"reason: {reason}")
+            if rule is not None and group not in ("hidden", "denied"):
+                details += limit_lines(rule)
+            click.echo(f"  {name:<{width}}  {where}" + "".join(f"; {d}" for d in details))
+
+
+def explain(policy_path: str, tool: str, args_json: str | None, command: tuple[str, ...], timeout: float,
+            as_json: bool, policy_from_environment: bool = False) -> int:
+    from .commandline import load_policy
+
+    policy = load_policy(policy_path, policy_from_environment)
+    arguments = None
+    if args_json is not None:
+        try:
+            arguments = json.loads(args_json)
+        except ValueError as exc:
+            raise Failure(f"--args is not valid JSON: {exc}", 2) from None
+        if not isinstance(arguments, dict):
+            raise Failure("--args must be a JSON object", 2)
+    rule = select_rule(policy, tool)
+    offered: bool | None = None
+    if command:
+        names = [t["name"] for t in list_server_tools(command, timeout)[0]]
+        offered = tool in names
+        if not offered and not policy.matching_rules(tool):
+            import difflib
+
+            close = difflib.get_close_matches(tool, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise Failure(f"no such tool on this server: {tool!r}{hint}; it offers {len(names)} tool(s)", 2)
+    decision = decide(policy, ToolCall(tool, arguments), SessionState(), 0.0)
+    record = {"tool": tool, **decision.as_record()}
+    if as_json:
+        click.echo(json.dumps(record))
+        return 0 if decision.allowed else 1
+    matched = policy.matching_rules(tool)
+    click.echo(f"tool:     {tool}")
+    click.echo(f"decision: {decision.action}{' (hidden from tools/list)' if decision.action == 'hide' else ''}")
+    click.echo(f"rule:     {rule.place if rule else 'default'}")
+    if decision.reason:
+        click.echo(f"reason:   {decision.reason}")
+    if rule is not None and rule.action in ("allow", "require_approval"):
+        for line in limit_lines(rule):
+            click.echo(f"limit:    {line}")
+    if len(matched) > 1:
+        click.echo("also matched (less specific): " + ", ".join(r.place for r in matched[1:]))
+    if offered is False:
+        click.echo("note:     the server does not offer this tool")
+    return 0 if decision.allowed else 1
