@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from typing import Any
@@ -25,8 +24,10 @@ class Failure(Exception):
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper()),
-                        format="mcp-guard: %(levelname)s: %(message)s")
+    # Written by a thread of its own, never blocking the relay or signal handling (diagnostics.py).
+    from .diagnostics import setup_logging
+
+    setup_logging(level)
 
 
 def _load_policy(path: str | None) -> Any:
@@ -94,6 +95,10 @@ def run(policy_path: str | None, audit_path: str | None, log_level: str, max_mes
     finally:
         audit.close()
     # A pump thread may still be blocked reading a client that never closed its end; do not wait for it.
+    # The log, and the server's last words on stderr, are given a moment (none if stderr is not read).
+    from .diagnostics import flush
+
+    flush(2.0)
     sys.stderr.flush()
     os._exit(status)
 
