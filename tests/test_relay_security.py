@@ -159,15 +159,23 @@ def test_a_cancel_stops_a_deferred_call_before_it_is_forwarded(spawn_guard, tmp_
     assert len(calls) == 1 and calls[0]["params"]["arguments"] == {"tags": ["a"]}
 
 
-def test_memory_of_100000_cancel_pairs_stays_bounded(spawn_guard) -> None:
-    proc = spawn_guard(STREAM_SERVER)
+@pytest.mark.parametrize("charged", [False, True], ids=["no-policy", "rate-limited-calls"])
+def test_memory_of_100000_cancel_pairs_stays_bounded(spawn_guard, charged: bool) -> None:
+    if charged:
+        # Every call is charged and watched by the guard (for a refund): the cancel must end that too.
+        policy = {"version": "1", "rules": {"never": {"rate_limit": {"max": 1_000_000_000, "window": 1}}}}
+        proc = spawn_guard(STREAM_SERVER, policy=policy)
+        request = b'{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"never","arguments":{}}}\n'
+    else:
+        proc = spawn_guard(STREAM_SERVER)
+        request = b'{"jsonrpc":"2.0","id":%d,"method":"slow/never"}\n'
 
     def pairs(start: int, count: int) -> None:
         assert proc.proc.stdin is not None
         chunk = []
         for n in range(start, start + count):
-            chunk.append(b'{"jsonrpc":"2.0","id":%d,"method":"slow/never"}\n'
-                         b'{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":%d}}\n' % (n, n))
+            chunk.append(request % n
+                         + b'{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":%d}}\n' % n)
             if len(chunk) == 1000:
                 proc.proc.stdin.write(b"".join(chunk))
                 chunk = []
@@ -182,7 +190,8 @@ def test_memory_of_100000_cancel_pairs_stays_bounded(spawn_guard) -> None:
     assert proc.request("sync-2", "ping", timeout=120)["result"] == {}
     took = time.monotonic() - started
     after = vm_kib(proc.pid)
-    print(f"\n100,000 cancel pairs in {took:.1f} s: VmRSS {before / 1024:.1f} MiB -> {after / 1024:.1f} MiB")
+    print(f"\n100,000 cancel pairs ({'charged calls' if charged else 'no policy'}) in {took:.1f} s: "
+          f"VmRSS {before / 1024:.1f} MiB -> {after / 1024:.1f} MiB")
     assert after - before < 4 * 1024, f"VmRSS grew from {before} KiB to {after} KiB"
     assert proc.other == []  # nothing was answered for any cancelled request
     proc.close_stdin()
@@ -227,6 +236,19 @@ def test_a_stream_the_server_ends_is_no_longer_pending(spawn_guard) -> None:
     proc.close_stdin()
     assert rest_of(proc) == []
     assert proc.wait(10) == 0 and time.monotonic() - started < 3.0
+
+
+def test_sigterm_fails_requests_but_not_an_open_stream(spawn_guard) -> None:
+    proc = spawn_guard(STREAM_SERVER)
+    proc.send({"jsonrpc": "2.0", "id": "listen", "method": "subscriptions/listen",
+               "params": {"_meta": STATELESS_META, "notifications": {"toolsListChanged": True}}})
+    assert proc.recv()["method"] == "notifications/subscriptions/acknowledged"
+    proc.send({"jsonrpc": "2.0", "id": "slow", "method": "slow/never"})
+    assert proc.request("sync", "ping")["result"] == {}
+    os.kill(proc.pid, signal.SIGTERM)
+    lines = rest_of(proc)
+    assert proc.wait(10) == 128 + signal.SIGTERM
+    assert [(line["id"], line["error"]["code"]) for line in lines] == [("slow", -32001)]
 
 
 # --- issue 13 item 4: a stderr nobody reads --------------------------------------------------------

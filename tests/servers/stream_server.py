@@ -6,7 +6,7 @@
                            (notifications/cancelled naming it), then answers {}
   slow/never            -> never answered (until the session ends: nothing is written for it at EOF either)
   tools/list            -> {"tools": [...]} with TOOLS (comma-separated, default "echo")
-  tools/call            -> an echo of the arguments
+  tools/call            -> an echo of the arguments; a call to the tool "never" is never answered
   ping                  -> {}
   anything else         -> error -32601
 
@@ -53,6 +53,8 @@ def handle(msg: dict) -> None:
         pass
     elif method == "tools/list":
         answer(request_id, {"tools": [{"name": name, "inputSchema": {"type": "object"}} for name in TOOLS]})
+    elif method == "tools/call" and params.get("name") == "never":
+        pass
     elif method == "tools/call":
         answer(request_id, {"content": [{"type": "text", "text": json.dumps(params.get("arguments"))}],
                             "isError": False})
