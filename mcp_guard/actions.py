@@ -39,9 +39,18 @@ class Drop:
 @dataclass(slots=True)
 class Defer:
     """Decide later: the relay runs `decision` in its own task (the other messages keep flowing) and
-    then applies the Forward or Reply it returns. Used when a human must be asked first."""
+    then applies the Forward or Reply it returns. Used when a human must be asked first, and for work
+    too slow for the relay's pump (checking arguments against a schema).
 
-    decision: Callable[[], Awaitable[Forward | Reply]]
+    With `settle`, `decision` may return anything: the relay passes it to `settle`, which returns the
+    Forward or Reply. `settle` runs with the relay's lock held, like every other interceptor call, and
+    right after `decision` returns (no other task runs in between); it is not called when the request is
+    no longer wanted (the client cancelled it, the session is ending), so slow and pure work belongs in
+    `decision`, and what changes the interceptor's state in `settle`. The relay always runs `decision`,
+    cancelled at once when the request is no longer wanted, so its own cleanup always happens."""
+
+    decision: Callable[[], Awaitable[Any]]
+    settle: Callable[[Any], ClientAction] | None = None
 
 
 ClientAction = Forward | Reply | Drop | Defer

@@ -26,9 +26,10 @@ class _StderrFormatter(logging.Formatter):
 
 
 def _setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_StderrFormatter("%(message)s"))
-    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
+    # Written by a thread of its own, never blocking the relay or signal handling (diagnostics.py).
+    from .diagnostics import setup_logging
+
+    setup_logging(level, _StderrFormatter("%(message)s"))
 
 
 def _announce(message: str) -> None:
@@ -109,6 +110,10 @@ def run(ctx: click.Context, policy_path: str | None, no_policy: bool, audit_path
     finally:
         audit.close()
     # A pump thread may still be blocked reading a client that never closed its end; do not wait for it.
+    # The log, and the server's last words on stderr, are given a moment (none if stderr is not read).
+    from .diagnostics import flush
+
+    flush(2.0)
     sys.stderr.flush()
     os._exit(status)
 

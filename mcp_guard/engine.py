@@ -27,6 +27,10 @@ class ToolCall:
     # handed out with input_required, and the very arguments of the charged call): the policy still
     # decides, but limits are not charged again. Deciding what is a continuation is the caller's job.
     continuation: bool = False
+    # The argument check, when the caller ran it already (the guard runs it off the relay's pump, with a
+    # time budget: argcheck.py): `arguments_problem` is then what it found (None: the arguments passed).
+    arguments_checked: bool = False
+    arguments_problem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +215,7 @@ def decide(policy: Policy, call: ToolCall, state: SessionState, now: float) -> D
         return Decision("deny", rule.key, rule.reason or f"calls to {call.name} are denied by policy")
     arguments = {} if call.arguments is None else call.arguments
     if rule.arguments is not None:
-        problem = _case_variant_key(policy, rule, arguments) or _argument_problem(policy, rule, arguments)
+        problem = call.arguments_problem if call.arguments_checked else argument_problem(policy, rule, arguments)
         if problem is not None:
             reason = f"{rule.reason} ({problem})" if rule.reason else problem
             return Decision("deny", rule.key, reason, kind="arguments")
@@ -277,13 +281,24 @@ def _case_variant_key(policy: Policy, rule: Rule, arguments: Any) -> str | None:
     return problem
 
 
+def argument_problem(policy: Policy, rule: Rule, arguments: Any) -> str | None:
+    """Why the arguments do not satisfy the rule's `arguments` schema, or None. Pure, but its cost grows
+    with the arguments and the schema (a `uniqueItems` over objects compares every pair): the guard
+    runs it off the relay's pump, with a time budget."""
+    return _case_variant_key(policy, rule, arguments) or _argument_problem(policy, rule, arguments)
+
+
 def _argument_problem(policy: Policy, rule: Rule, arguments: Any) -> str | None:
     """The first violation in words an agent can act on. The offending value itself is not quoted:
     the agent knows what it sent, and the reason also goes to the audit log, which holds no values."""
     from jsonschema.exceptions import best_match
 
     try:
-        error = best_match(policy.validator(rule).iter_errors(arguments))
+        # The first error only: collecting them all (to choose the most relevant) walks every item of
+        # every array, which is what made one small message cost minutes. best_match still chooses
+        # within that one error's own alternatives (anyOf, oneOf).
+        first = next(iter(policy.validator(rule).iter_errors(arguments)), None)
+        error = best_match([first]) if first is not None else None
     except Exception as exc:  # noqa: BLE001 - a schema that cannot be evaluated refuses (fail closed)
         return f"the arguments could not be checked ({type(exc).__name__})"
     if error is None:

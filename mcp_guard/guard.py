@@ -16,8 +16,9 @@ from typing import Any
 
 from . import wire
 from .actions import ClientAction, Drop, Forward, Reply
+from .argcheck import ArgumentChecks
 from .audit import AuditLog
-from .engine import Charge, Decision, SessionState, ToolCall, decide, visible
+from .engine import Charge, Decision, SessionState, ToolCall, decide, select_rule, visible
 from .policy import Policy
 
 log = logging.getLogger("mcp_guard")
@@ -113,6 +114,7 @@ class Guard:
         self.counts: dict[str, int] = {}  # tools/call decisions by action, for the session's end record
         # One line per call at info level (tool, decision, rule, ms); decided once, it costs a watch.
         self.log_calls = log.isEnabledFor(logging.INFO)
+        self._argument_checks = ArgumentChecks(policy)
 
     # --- client messages -------------------------------------------------------------------------
 
@@ -174,7 +176,21 @@ class Guard:
                               reason="arguments is not an object")
             return Reply(wire.error_response(msg.id, wire.INVALID_PARAMS,
                                              "Invalid params: tools/call \"arguments\" must be an object"))
-        now = self.clock()
+        rule = select_rule(self.policy, name)
+        if rule is not None and rule.arguments is not None and rule.action in ("allow", "require_approval"):
+            # An argument schema can take long to check (argcheck.py): the check runs off the relay's
+            # pump, within the policy's limits, and the decision is made when it is done, as of now.
+            now = self.clock()
+            return self._argument_checks.defer(
+                rule, arguments, len(msg.raw),
+                lambda problem: self._decide_call(msg, params, name, arguments, (problem,), now))
+        return self._decide_call(msg, params, name, arguments)
+
+    def _decide_call(self, msg: wire.Message, params: dict[str, Any], name: str, arguments: Any,
+                     checked: tuple[str | None] | None = None, now: float | None = None) -> ClientAction:
+        """The decision on a tools/call; `checked` holds the argument check's finding when it was made."""
+        if now is None:
+            now = self.clock()
         request_state = params.get("requestState")
         continuation = False
         if isinstance(request_state, str) and self._continuations:
@@ -183,7 +199,8 @@ class Guard:
             # with other arguments is another call, decided and charged in full.
             continuation = (charged_arguments is not None
                             and wire.call_arguments_fingerprint(msg.raw) == charged_arguments)
-        decision = decide(self.policy, ToolCall(name, arguments, continuation), self.state, now)
+        decision = decide(self.policy, ToolCall(name, arguments, continuation, checked is not None,
+                                                checked[0] if checked is not None else None), self.state, now)
         self.counts[decision.action] = self.counts.get(decision.action, 0) + 1
         if self.audit.enabled:
             self.audit.record("call", request_id=msg.id, tool=name, **decision.as_record(),

@@ -71,9 +71,117 @@ def argument_annotations(policy: Policy) -> list[str]:
             for finding in annotation_findings(rule.arguments, f"rules.{rule.key}.arguments")]
 
 
+# Item types that jsonschema can sort, so that uniqueItems costs n log n instead of comparing every pair.
+_SORTABLE_TYPES = ({"string"}, {"number", "integer"}, {"boolean"}, {"null"})
+_VALUE_KEYWORDS = ("const", "enum", "default", "examples")
+# Subschemas one check may walk through $ref (each reference followed, every time) before `check` warns.
+EXPANSION_WARNING = 10_000
+REF_DEPTH_WARNING = 32
+
+
+def _subschemas(node: object, where: str) -> list[tuple[str, dict[str, object]]]:
+    """Every object in a schema, with its place (values of const, enum, ... are data, not schemas)."""
+    found: list[tuple[str, dict[str, object]]] = []
+    if isinstance(node, dict):
+        found.append((where, node))
+        for key, value in node.items():
+            if key not in _VALUE_KEYWORDS:
+                found += _subschemas(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _subschemas(value, f"{where}[{index}]")
+    return found
+
+
+def _costly_unique_items(schema: object, where: str) -> list[str]:
+    """uniqueItems where the array's items may be objects or arrays (or mixed types): jsonschema then
+    compares every pair of items, so a few thousand items cost seconds. Checked after "items" that
+    allow only one sortable type, it is cheap: a wrong item is refused before uniqueItems runs."""
+    found = []
+    for place, node in _subschemas(schema, where):
+        if node.get("uniqueItems") is not True:
+            continue
+        items = node.get("items")
+        kinds = items.get("type") if isinstance(items, dict) else None
+        kind_set = {kinds} if isinstance(kinds, str) else set(kinds) if isinstance(kinds, list) else None
+        sortable = kind_set is not None and any(kind_set <= family for family in _SORTABLE_TYPES)
+        keys = list(node)
+        if sortable and keys.index("items") < keys.index("uniqueItems"):
+            continue
+        why = ("is checked before \"items\"" if sortable else
+               "is on an array whose items may be objects, arrays or of mixed types")
+        found.append(f"{place}.uniqueItems {why}: jsonschema then compares every pair of items, so a call "
+                     "with a few thousand items costs seconds to check (refused once over "
+                     "limits.argument_check_seconds); give \"items\" one scalar \"type\" and write it first")
+    return found
+
+
+def _ref_expansion(schema: object) -> tuple[int, int]:
+    """How many subschemas a check may walk when every $ref is followed (each time it is met), and the
+    longest chain of $refs. References that loop count once: their cost follows the data's depth."""
+    sizes: dict[str, tuple[int, int]] = {}
+
+    def resolve(ref: str) -> object:
+        if ref == "#":
+            return schema
+        if not ref.startswith("#/"):
+            return None  # an $anchor: not followed here (the policy loader checked that it resolves)
+        node: object = schema
+        for token in ref[2:].split("/"):
+            token = token.replace("~1", "/").replace("~0", "~")
+            if isinstance(node, dict) and token in node:
+                node = node[token]
+            elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+                node = node[int(token)]
+            else:
+                return None
+        return node
+
+    def measure(node: object, active: frozenset[str]) -> tuple[int, int]:
+        size, depth = 1, 0
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "$ref" and isinstance(value, str):
+                    if value in active:
+                        continue
+                    if value not in sizes:
+                        target = resolve(value)
+                        inner = measure(target, active | {value}) if target is not None else (1, 0)
+                        sizes[value] = (inner[0], inner[1] + 1)
+                    size += sizes[value][0]
+                    depth = max(depth, sizes[value][1])
+                elif key not in _VALUE_KEYWORDS and key != "$defs" and key != "definitions":
+                    inner = measure(value, active)
+                    size += inner[0]
+                    depth = max(depth, inner[1])
+        elif isinstance(node, list):
+            for value in node:
+                inner = measure(value, active)
+                size += inner[0]
+                depth = max(depth, inner[1])
+        return size, depth
+
+    return measure(schema, frozenset())
+
+
+def _costly_refs(schema: object, where: str) -> list[str]:
+    size, depth = _ref_expansion(schema)
+    found = []
+    if size > EXPANSION_WARNING:
+        found.append(f"{where} expands through $ref to about {size:,} subschemas (references that branch into "
+                     "references multiply): checking one call can take very long (refused once over "
+                     "limits.argument_check_seconds); define each part once")
+    elif depth > REF_DEPTH_WARNING:
+        found.append(f"{where} has $ref chains {depth} deep: every check follows them all; shorten them")
+    return found
+
+
 def lint(policy: Policy) -> list[str]:
     findings: list[str] = argument_annotations(policy)
     for rule in policy.rules:
+        if rule.arguments is not None and rule.action in ("allow", "require_approval"):
+            findings += _costly_unique_items(rule.arguments, f"rules.{rule.key}.arguments")
+            findings += _costly_refs(rule.arguments, f"rules.{rule.key}.arguments")
         for place in _untyped_properties(rule.arguments, f"rules.{rule.key}.arguments"):
             findings.append(f"{place} has constraints but no \"type\": a server that converts arguments "
                             "to its tool's types (the Python SDK does) may accept \"1000\" as 1000 or \"yes\" "

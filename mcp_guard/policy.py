@@ -66,6 +66,16 @@ class Budget:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on checking a call's arguments against a rule's schema (docs/policy.md, "Limits")."""
+
+    # A call to a tool with an argument schema whose message is larger is refused without being checked.
+    max_argument_bytes: int = 1024 * 1024
+    # A check that takes longer is given up and the call refused ("too costly to check").
+    argument_check_seconds: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     key: str  # the tool name or glob, exactly as written
     action: Action
@@ -97,10 +107,12 @@ class Policy:
     _validators: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _key_plans: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _matches: dict[str, tuple[Rule, ...]] = field(default_factory=dict, repr=False, compare=False)
+    limits: Limits = Limits()
 
     @classmethod
     def build(cls, source: str, default: Action = "allow", rules: tuple[Rule, ...] = (),
-              default_reason: str | None = None, description: str | None = None, raw: Any = None) -> Policy:
+              default_reason: str | None = None, description: str | None = None, raw: Any = None,
+              limits: Limits | None = None) -> Policy:
         exact: dict[str, list[Rule]] = {}
         globs: list[tuple[Rule, re.Pattern[str]]] = []
         for rule in rules:
@@ -109,7 +121,7 @@ class Policy:
             else:
                 exact.setdefault(rule.key, []).append(rule)
         return cls(source, default, default_reason, description, rules, raw,
-                   {k: tuple(v) for k, v in exact.items()}, tuple(globs))
+                   {k: tuple(v) for k, v in exact.items()}, tuple(globs), limits=limits or Limits())
 
     def matching_rules(self, name: str) -> tuple[Rule, ...]:
         """Every rule whose key matches `name`, most decisive first (the precedence order)."""
@@ -462,8 +474,11 @@ def _build(data: dict[str, Any], text: str, file: str) -> Policy:
         ))
     for key in data.get("hide") or ():
         rules.append(Rule(key=key, action="hide", origin="hide"))
+    limits, defaults = data.get("limits") or {}, Limits()
     return Policy.build(file, data.get("default", "allow"), tuple(rules),
-                        data.get("default_reason"), data.get("description"), data)
+                        data.get("default_reason"), data.get("description"), data,
+                        Limits(limits.get("max_argument_bytes", defaults.max_argument_bytes),
+                               float(limits.get("argument_check_seconds", defaults.argument_check_seconds))))
 
 
 def _check_argument_schema(arguments: Any, file: str, text: str, key: str) -> None:

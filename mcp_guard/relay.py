@@ -11,6 +11,8 @@ whose answers it consumes instead of forwarding.
 Each direction is a blocking loop in an anyio worker thread (read a batch of lines, handle them under
 one lock, write what they produced outside it), so a peer that does not read blocks only its own
 direction. The event loop keeps what is not per-message: signals, timeouts, shutdown, deferred decisions.
+Nothing is logged while the lock is held (records made then are emitted after it is released), and the
+log handler itself never blocks (diagnostics.py): a stderr nobody reads cannot stop the relay.
 """
 
 from __future__ import annotations
@@ -20,14 +22,16 @@ import os
 import secrets
 import signal
 import threading
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
-from . import wire
+from . import diagnostics, wire
 from .actions import ClientAction, Defer, Drop, Forward, Interceptor, PassThrough, Reply
 from .streams import LineWriter, Oversized, ReadDone, StreamClosed, iter_lines
 from .upstream import Upstream, exit_status
@@ -46,6 +50,13 @@ class Pending:
     method: str
     watch: Any = None
     forwarded: bool = True
+    # A long-lived stream (LONG_LIVED_METHODS): answered only when it ends, so nothing waits for it.
+    stream: bool = False
+    # The watches of a cancelled request that had this id before: the first answer under the id may be
+    # that request's late answer, so it is shown to them too (a listing must be filtered whoever it is for).
+    stale_watches: tuple[Any, ...] = ()
+    # A deferred decision's cancel scope (set by its task): a cancel from the client stops the decision.
+    scope: Any = None
 
 
 @dataclass
@@ -66,6 +77,16 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # Above this size an upstream answer that nothing needs to inspect is passed on by its id alone.
 LARGE_ANSWER_BYTES = 1024 * 1024
 
+# Requests that by design are not answered until the session (or the stream) ends: 2026-07-28's
+# subscriptions/listen, whose answer is a stream of notifications. The drain does not wait for them, and
+# mcp-guard never answers them with an error: the end of the session is how a stdio client learns its
+# streams ended (the spec: a subscription ends when its transport closes).
+LONG_LIVED_METHODS = frozenset({"subscriptions/listen"})
+
+# Ids of cancelled requests remembered, so that a late answer to one is recognised (and dropped quietly)
+# and the first answer under a reused id is also checked as the cancelled request's would have been.
+CANCELLED_MEMORY = 4096
+
 
 class Relay:
     def __init__(
@@ -83,6 +104,8 @@ class Relay:
         self.interceptor: Interceptor = interceptor or PassThrough()
         self.options = options or Options()
         self.pending_requests: dict[str, Pending] = {}
+        self._open_streams = 0  # how many of pending_requests are long-lived streams
+        self._cancelled: OrderedDict[str, tuple[Any, ...]] = OrderedDict()  # id key -> its watches
         self.own_requests: dict[str, _OwnRequest] = {}
         self._own_prefix = f"mcp-guard-{secrets.token_hex(8)}-"
         self._own_counter = 0
@@ -94,7 +117,8 @@ class Relay:
         self._exit_code = 0
         self.ended_by = ""  # how the session ended, in words (for the audit's end record)
         self._tg: TaskGroup | None = None
-        # Guards the pending tables and the interceptor; held for microseconds, never across I/O.
+        # Guards the pending tables and the interceptor; held for microseconds, never across I/O, never
+        # while logging (see _locked and _pump).
         self._lock = threading.Lock()
         self._outbox = threading.local()
         # Signals that arrived before the relay's receiver was installed (the runner catches them).
@@ -157,8 +181,8 @@ class Relay:
             self.upstream.signal_group(signal.SIGKILL)
             return
         log.warning("received %s: stopping the upstream server", name)
-        if self.pending_requests:
-            with self._lock:
+        if len(self.pending_requests) > self._open_streams:
+            with self._locked():
                 self._fail_pending(wire.UPSTREAM_EXITED,
                                    f"mcp-guard received {name} and stopped before the upstream server answered")
             await self._write_from_loop(bound=1.0)
@@ -197,18 +221,41 @@ class Relay:
 
     # --- the pumps (worker threads) ----------------------------------------------------------------
 
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The lock, for code on the event loop's thread: what is logged meanwhile waits for its release."""
+        diagnostics.hold_logs()
+        try:
+            with self._lock:
+                yield
+        finally:
+            diagnostics.release_logs()
+
     def _pump(self, fd: int, on_line: Callable[[bytes | Oversized], None]) -> None:
         outbox = self._outbox
         outbox.client, outbox.upstream, outbox.deferred = [], [], []
-        for item in iter_lines(fd, self.options.max_message_bytes):
-            if isinstance(item, ReadDone):
-                self._write_outbox()
-                continue
-            with self._lock:
-                on_line(item)
-        self._write_outbox()
+        # This thread's log records wait until its lock is released: they are emitted by _write_outbox,
+        # which runs outside the lock after the lines of each read.
+        diagnostics.hold_logs()
+        try:
+            for item in iter_lines(fd, self.options.max_message_bytes):
+                if isinstance(item, ReadDone):
+                    self._write_outbox()
+                    continue
+                with self._lock:
+                    on_line(item)
+            self._write_outbox()
+        finally:
+            diagnostics.release_logs()
 
     def _write_outbox(self) -> None:
+        diagnostics.release_logs(keep_holding=True)
+        try:
+            self._write_outbox_unlogged()
+        finally:
+            diagnostics.release_logs(keep_holding=True)
+
+    def _write_outbox_unlogged(self) -> None:
         outbox = self._outbox
         if outbox.upstream:
             lines, outbox.upstream = outbox.upstream, []
@@ -226,7 +273,7 @@ class Relay:
                 log.info("the client closed its output; ending the session")
                 anyio.from_thread.run_sync(self._finish, 0, "the client closed its output")
             finally:
-                with self._lock:
+                with self._lock:  # nothing is logged here
                     self._client_lines_unwritten -= count
         if outbox.deferred:
             # Work for the event loop, handed over only now that the lock is released: the loop may be
@@ -274,14 +321,15 @@ class Relay:
 
     async def _drain(self) -> None:
         """The client closed our stdin. Before closing the child's stdin (many servers cancel in-flight
-        work on EOF), wait until every forwarded request has been answered, within drain_timeout."""
+        work on EOF), wait until every forwarded request has been answered, within drain_timeout.
+        Long-lived streams are not waited for: they are answered only when the session ends."""
         self._draining = True
         with anyio.move_on_after(self.options.drain_timeout):
-            while ((self.pending_requests or self._client_lines_unwritten)
+            while ((len(self.pending_requests) > self._open_streams or self._client_lines_unwritten)
                    and not self._upstream_gone and not self.client_out.closed):
                 await anyio.sleep(0.005)
-        if self.pending_requests and not self._upstream_gone:
-            with self._lock:
+        if len(self.pending_requests) > self._open_streams and not self._upstream_gone:
+            with self._locked():
                 self._fail_pending(
                     wire.UPSTREAM_EXITED,
                     f"mcp-guard stopped waiting for the upstream server's answer "
@@ -358,24 +406,50 @@ class Relay:
             return
         if isinstance(action, Defer):
             # Reserve the id so a second request with it is refused while the decision is pending.
-            self.pending_requests[msg.id_key] = Pending(msg.id, msg.method, forwarded=False)
+            entry = Pending(msg.id, msg.method, forwarded=False)
+            self._add_pending(msg.id_key, entry)
             tg = self._tg
             assert tg is not None
-            self._outbox.deferred.append(lambda: tg.start_soon(self._decide_later, msg, action))
+            self._outbox.deferred.append(lambda: tg.start_soon(self._decide_later, msg, action, entry))
             return
         self._apply(msg, action)
 
-    async def _decide_later(self, msg: wire.Message, deferred: Defer) -> None:
-        assert msg.id_key is not None
-        try:
-            action: ClientAction = await deferred.decision()
-        except Exception:
-            log.exception("mcp-guard could not decide on %s; refusing it", msg.method)
-            action = Reply(wire.error_response(
-                msg.id, wire.INTERNAL_ERROR, "mcp-guard could not decide on this request; it was not sent"))
-        with self._lock:
-            if self.pending_requests.pop(msg.id_key, None) is None:
-                return  # already answered meanwhile (the upstream died, or the drain gave up)
+    async def _decide_later(self, msg: wire.Message, deferred: Defer, entry: Pending) -> None:
+        key = msg.id_key
+        assert key is not None
+        result: Any = None
+        failed = False
+        with anyio.CancelScope() as scope:
+            entry.scope = scope
+            if self.pending_requests.get(key) is not entry:
+                # Cancelled by the client before this task started: the decision still runs (cancelled at
+                # once), so that whatever it must clean up is cleaned up.
+                scope.cancel()
+            try:
+                result = await deferred.decision()
+            except Exception:
+                log.exception("mcp-guard could not decide on %s; refusing it", msg.method)
+                failed = True
+        if scope.cancel_called:
+            return  # the client cancelled the request: it is never forwarded, nor answered
+        # No await between the decision's return and its settling (Defer's contract).
+        with self._locked():
+            if self.pending_requests.get(key) is not entry:
+                return  # answered meanwhile (the upstream died, the drain gave up, or the client cancelled)
+            self._pop_pending(key)
+            action: ClientAction
+            if failed:
+                action = Reply(wire.error_response(
+                    msg.id, wire.INTERNAL_ERROR, "mcp-guard could not decide on this request; it was not sent"))
+            elif deferred.settle is not None:
+                try:
+                    action = deferred.settle(result)
+                except Exception:
+                    log.exception("mcp-guard could not decide on %s; refusing it", msg.method)
+                    action = Reply(wire.error_response(
+                        msg.id, wire.INTERNAL_ERROR, "mcp-guard could not decide on this request; it was not sent"))
+            else:
+                action = result
             self._apply(msg, action)
         await self._write_from_loop()
 
@@ -388,7 +462,12 @@ class Relay:
                 if action.watch is not None:
                     self.interceptor.upstream_answer_lost(action.watch)
                 return
-            self.pending_requests[msg.id_key] = Pending(msg.id, msg.method, action.watch)
+            # An id the client reused after cancelling the request that had it: the first answer under
+            # it may be that request's late answer (the memory is popped: at most one such answer).
+            stale = self._cancelled.pop(msg.id_key, ()) if self._cancelled else ()
+            self._add_pending(msg.id_key, Pending(msg.id, msg.method, action.watch,
+                                                  stream=msg.method in LONG_LIVED_METHODS,
+                                                  stale_watches=stale))
             self._to_upstream(action.replacement if action.replacement is not None else msg.raw)
         elif isinstance(action, Reply):
             self._to_client(action.answer)
@@ -401,11 +480,36 @@ class Relay:
             action = self.interceptor.client_notification(msg)
         except Exception:
             log.exception("mcp-guard could not decide on notification %s; dropping it", msg.method)
-            return
+            action = None
+        if msg.method == "notifications/cancelled":
+            # After the interceptor saw it (the guard notes a cancelled call there, which keeps its quota).
+            self._client_cancelled(msg)
         if isinstance(action, Forward):
             self._to_upstream(action.replacement if action.replacement is not None else msg.raw)
-        else:
+        elif action is not None:
             log.warning("dropped a %s notification from the client: %s", msg.method, action.reason)
+
+    def _client_cancelled(self, msg: wire.Message) -> None:
+        """The client gave up on a request: it leaves the pending table (the drain does not wait for it,
+        and no error is sent for it), its id can be used again, and a late answer to it is dropped."""
+        params = msg.params
+        key = wire.id_key(params.get("requestId")) if isinstance(params, dict) else None
+        if key is None:
+            return
+        entry = self._pop_pending(key)
+        if entry is None:
+            return  # answered already, never sent, or someone else's id: nothing to do
+        if not entry.forwarded:
+            # Its decision is still being made: stop it. _decide_later sees the entry gone and never
+            # forwards the request.
+            scope = entry.scope
+            if scope is not None:
+                self._outbox.deferred.append(scope.cancel)  # a cancel scope belongs to the loop's thread
+            return
+        self._lose(entry)
+        if len(self._cancelled) >= CANCELLED_MEMORY:
+            self._cancelled.popitem(last=False)
+        self._cancelled[key] = entry.stale_watches + ((entry.watch,) if entry.watch is not None else ())
 
     def _on_client_response(self, msg: wire.Message) -> None:
         own = self.own_requests.get(msg.id_key) if msg.id_key is not None else None
@@ -429,7 +533,7 @@ class Relay:
         own = _OwnRequest()
         self.own_requests[request_id] = own
         try:
-            with self._lock:
+            with self._locked():
                 self._to_client(wire.request(request_id, method, params))
             await self._write_from_loop()
             with anyio.move_on_after(timeout):
@@ -460,10 +564,11 @@ class Relay:
         else:
             status = exit_status(code)
             what = f"the upstream server exited with status {status}"
-        left_unanswered = bool(self.pending_requests)
-        if self.pending_requests:
-            log.warning("%s with %d request(s) unanswered", what, len(self.pending_requests))
-            with self._lock:
+        unanswered = len(self.pending_requests) - self._open_streams  # a stream is not work left undone
+        left_unanswered = unanswered > 0
+        if left_unanswered:
+            log.warning("%s with %d request(s) unanswered", what, unanswered)
+            with self._locked():
                 self._fail_pending(wire.UPSTREAM_EXITED, f"{what} before answering")
             await self._write_from_loop(bound=self.options.drain_timeout)
         else:
@@ -472,12 +577,32 @@ class Relay:
         self._finish(status if status != 0 else (1 if left_unanswered else 0), what)
 
     def _fail_pending(self, code: int, message: str) -> None:
-        pending = list(self.pending_requests.values())
-        self.pending_requests.clear()
-        for entry in pending:
-            if entry.watch is not None:
-                self.interceptor.upstream_answer_lost(entry.watch)
+        """Answer every pending request with an error; long-lived streams are left to end with the session
+        (their client learns it from the end of the session, and waits for nothing)."""
+        pending = list(self.pending_requests.items())
+        for key, entry in pending:
+            if entry.stream:
+                continue
+            self._pop_pending(key)
+            self._lose(entry)
             self._to_client(wire.error_response(entry.id, code, message))
+
+    def _add_pending(self, key: str, entry: Pending) -> None:
+        self.pending_requests[key] = entry
+        if entry.stream:
+            self._open_streams += 1
+
+    def _pop_pending(self, key: str) -> Pending | None:
+        entry = self.pending_requests.pop(key, None)
+        if entry is not None and entry.stream:
+            self._open_streams -= 1
+        return entry
+
+    def _lose(self, entry: Pending) -> None:
+        """Tell the interceptor that the answer it asked to see will never come. (The stale watches were
+        told when their own request was cancelled.)"""
+        if entry.watch is not None:
+            self.interceptor.upstream_answer_lost(entry.watch)
 
     def _on_upstream_line(self, line: bytes | Oversized) -> None:
         if isinstance(line, Oversized):
@@ -487,7 +612,8 @@ class Relay:
                                     f"the upstream server's answer of {line.size} bytes exceeds mcp-guard's "
                                     f"limit of {self.options.max_message_bytes} bytes (--max-message-bytes)")
             return
-        if len(line) > LARGE_ANSWER_BYTES and not any(p.watch is not None for p in self.pending_requests.values()):
+        if len(line) > LARGE_ANSWER_BYTES and not any(
+                p.watch is not None or p.stale_watches for p in self.pending_requests.values()):
             # Decoding a multi-megabyte answer costs more time and memory than the rest of the relay;
             # when no pending request needs inspecting, its id is all that is needed.
             head = wire.response_id(line)
@@ -495,10 +621,10 @@ class Relay:
                 key = wire.id_key(head[0])
                 entry = self.pending_requests.get(key) if key is not None else None
                 if entry is not None and entry.forwarded:
-                    del self.pending_requests[key]  # type: ignore[arg-type]
+                    self._pop_pending(key)  # type: ignore[arg-type]
                     self._to_client(line)
                 else:
-                    log.warning("dropped an upstream answer with unknown id %.100r", head[0])
+                    self._drop_unmatched(key, head[0])
                 return
         if not line or line.isspace():  # isspace stops at the first other byte; strip() would copy
             return
@@ -519,31 +645,57 @@ class Relay:
                     self.interceptor.upstream_request(parsed)
                 except Exception:
                     log.exception("mcp-guard could not note the upstream's request %s", parsed.method)
+            elif self._open_streams and parsed.method == "notifications/cancelled":
+                self._stream_ended(parsed)
             self._to_client(line)
             return
         entry = self.pending_requests.get(parsed.id_key) if parsed.id_key is not None else None
         if entry is not None and entry.forwarded:
-            del self.pending_requests[parsed.id_key]  # type: ignore[arg-type]
+            self._pop_pending(parsed.id_key)  # type: ignore[arg-type]
         else:
             entry = None
         if entry is None:
             # An answer to nothing we forwarded (a second answer, an id we never sent): passing it on
             # could hand the client an unfiltered listing under a reused id.
-            log.warning("dropped an upstream answer with unknown id %.100r", parsed.id)
+            self._drop_unmatched(parsed.id_key, parsed.id)
             return
-        if entry.watch is None:
+        watches = entry.stale_watches + ((entry.watch,) if entry.watch is not None else ())
+        if not watches:
             self._to_client(line)
-        else:
+            return
+        answer = line
+        for index, watch in enumerate(watches):
             try:
-                action = self.interceptor.upstream_answer(parsed, entry.watch)
+                action = self.interceptor.upstream_answer(parsed, watch)
             except Exception:
                 log.exception("mcp-guard could not check the answer to %s; withholding it", entry.method)
                 action = Reply(wire.error_response(entry.id, wire.INTERNAL_ERROR,
                                                    "mcp-guard could not check the upstream server's answer"))
-            if isinstance(action, Reply):
-                self._to_client(action.answer)
-            else:
-                self._to_client(action.replacement if action.replacement is not None else line)
+            if isinstance(action, Reply) or action.replacement is not None:
+                # The first watch that changes the answer decides what the client gets; the others
+                # (only ever after a cancelled request's id was reused) will not see it.
+                answer = action.answer if isinstance(action, Reply) else action.replacement  # type: ignore[assignment]
+                for other in watches[index + 1:]:
+                    self.interceptor.upstream_answer_lost(other)
+                break
+        self._to_client(answer)
+
+    def _drop_unmatched(self, key: str | None, request_id: Any) -> None:
+        if key is not None and self._cancelled.pop(key, None) is not None:
+            log.info("dropped the upstream's late answer to cancelled request %.100r", request_id)
+        else:
+            log.warning("dropped an upstream answer with unknown id %.100r", request_id)
+
+    def _stream_ended(self, msg: wire.Message) -> None:
+        """The server ended a long-lived stream (it sends notifications/cancelled naming the listen
+        request): nothing is owed for it any more. Requests of other kinds are not touched: a server's
+        notifications/cancelled names, in the handshake era, requests of its own."""
+        params = msg.params
+        key = wire.id_key(params.get("requestId")) if isinstance(params, dict) else None
+        entry = self.pending_requests.get(key) if key is not None else None
+        if entry is not None and entry.stream:
+            self._pop_pending(key)  # type: ignore[arg-type]
+            self._lose(entry)
 
     def _answer_lost(self, request_id: Any, code: int, message: str) -> None:
         """An upstream line we could not pass on may have been the answer to a pending request: if its
@@ -552,7 +704,6 @@ class Relay:
         entry = self.pending_requests.get(key) if key is not None else None
         if entry is None or not entry.forwarded:
             return
-        del self.pending_requests[key]  # type: ignore[arg-type]
-        if entry.watch is not None:
-            self.interceptor.upstream_answer_lost(entry.watch)
+        self._pop_pending(key)  # type: ignore[arg-type]
+        self._lose(entry)
         self._to_client(wire.error_response(entry.id, code, message))

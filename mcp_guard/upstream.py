@@ -1,6 +1,9 @@
 """The upstream MCP server as a child process: start it, watch it, stop it in the spec's order.
 
-The child gets its own stdin/stdout pipes; its stderr is our stderr (passed through untouched).
+The child gets its own stdin/stdout pipes. Its stderr is our stderr, passed through untouched: inherited
+as it is when writing to it cannot block (a terminal, a file), and otherwise (a pipe, a socket: someone
+must read it) read by mcp-guard and passed on through the same bounded, non-blocking sink as mcp-guard's
+own log (diagnostics.py), so that a stderr nobody reads stops neither the server nor mcp-guard.
 It can never outlive mcp-guard: on Linux the kernel kills it when we die (PR_SET_PDEATHSIG), even if
 we are SIGKILLed, and every exit path of ours stops it first. It runs in its own process group so that
 stopping it also stops what it started (npx -> node, uvx -> python).
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 
 import anyio
 
+from . import diagnostics
 from .streams import grow_pipe
 
 
@@ -64,12 +68,13 @@ class Upstream:
         program = command[0]
         if os.sep not in program and shutil.which(program) is None:
             raise StartError(f"command not found: {program}", 127)
+        pipe_stderr = diagnostics.stderr_may_block()
         try:
             process = subprocess.Popen(
                 list(command),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                stderr=None,
+                stderr=subprocess.PIPE if pipe_stderr else None,
                 env=env,
                 start_new_session=True,
                 preexec_fn=_die_with_parent(os.getpid()),
@@ -85,6 +90,11 @@ class Upstream:
         stdin_fd, stdout_fd = process.stdin.fileno(), process.stdout.fileno()
         grow_pipe(stdout_fd)
         grow_pipe(stdin_fd)
+        if process.stderr is not None:
+            # The forwarder owns (and closes at EOF) a descriptor of its own.
+            stderr_fd = os.dup(process.stderr.fileno())
+            process.stderr.close()
+            diagnostics.sink().forward(stderr_fd)
         return cls(process, stdin_fd, stdout_fd, command)
 
     @property

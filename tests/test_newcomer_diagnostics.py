@@ -36,19 +36,24 @@ def test_one_timed_line_per_call_at_info_level(spawn_guard, tmp_path: Path) -> N
     proc.initialize()
     assert call(proc, 1, "echo", {"text": "hi"})["result"]["isError"] is False
     assert call(proc, 2, "add", {"a": 1, "b": 2})["result"]["isError"] is True
-    assert call(proc, 3, "delete_everything")["error"]["message"] == "Unknown tool: delete_everything"
+    hidden = call(proc, 3, "delete_everything")  # the server's own answer for a tool it does not have
+    assert "delete_everything" in json.dumps(hidden) and "mcp-guard" not in json.dumps(hidden), hidden
     assert call(proc, 4, "echo", {"text": "again"})["result"]["isError"] is True  # the rate limit
     assert call(proc, 5, "read_note", {"name": "n"})["result"]["isError"] is False
     proc.close_stdin()
     assert proc.wait(30) == 0
     lines = proc.stderr.splitlines()
-    assert all(re.match(TIME + " mcp-guard: ", line) for line in lines if line.strip()), lines
+    # mcp-guard's own lines (the server's stderr passes as the server wrote it: here its log of the
+    # hidden call's probe)
+    ours = [line for line in lines if "mcp-guard: " in line]
+    assert ours and all(re.match(TIME + " mcp-guard: ", line) for line in ours), ours
     calls = [line.split(" mcp-guard: ", 1)[1] for line in lines if ": call " in line]
     assert len(calls) == 5, calls
     patterns = [
         r"info: call echo: allow \[rule: echo\] \d+ ms: ok",
         r"warning: call add: deny \[rule: add\] \d+ ms: refused: no sums",
-        r"warning: call delete_everything: hide \[rule: delete_everything\] \d+ ms: refused \(Unknown tool\)",
+        r"warning: call delete_everything: hide \[rule: delete_everything\] \d+ ms: answered as the server "
+        r"answers a tool it does not have",
         r"warning: call echo: deny \[rule: echo\] \d+ ms: refused: rate limit reached: at most 1 call\(s\) per 60 s",
         r"info: call read_note: allow \[rule: default\] \d+ ms: ok",
     ]

@@ -21,7 +21,9 @@ Invariants, for every example:
      tools/call notification reaches it, and what reaches it is byte for byte what the client sent (but
      for a hidden tool's probe: a call to a random name, with no arguments, under the hidden call's id);
   2. exactly one answer per request. Answers are counted per normalised id (5 and "5" are one id, as
-     mcp-guard matches them). For every id key K: answers carrying K == requests the client sent with K.
+     mcp-guard matches them). For every id key K: answers carrying K == requests the client sent with K,
+     less up to one for each notifications/cancelled naming K (a cancelled request is owed nothing; it
+     is answered only if its answer was on its way before the cancel: docs/relay.md).
      Duplicates therefore balance exactly: a request refused because its id is in flight gets its own
      -32600 answer, and the request in flight still gets its one answer; an id reused after its first
      request was answered is a new request and gets a new answer. A line whose id cannot be read (not
@@ -64,6 +66,8 @@ POLICY = {
         "danger": {"action": "deny"},
         "internal_admin": {"action": "hide"},
         "rate_tool": {"rate_limit": {"max": RATE_MAX, "window": 3600}},
+        # An argument schema: its calls are decided off the pump (a deferred decision), in arrival order.
+        "echo": {"arguments": {"type": "object", "properties": {"x": {"type": "string"}}}},
     },
 }
 PROBE_NAME = re.compile(r"t[0-9a-f]{24}")  # mcp-guard's stand-in for a hidden tool's name
@@ -168,6 +172,7 @@ def render_item(item: tuple) -> tuple[dict, Any]:
 class Owed:
     def __init__(self) -> None:
         self.by_key: Counter[str] = Counter()
+        self.cancelled: Counter[str] = Counter()  # notifications/cancelled per id key: answers that may not come
         self.null = 0
 
     def request(self, rid: Any) -> None:
@@ -215,6 +220,8 @@ def render(message: tuple, owed: Owed) -> bytes:
     body, rid = render_item(message)
     if rid is not ...:
         owed.request(rid)
+    elif kind == "cancel":
+        owed.cancelled[id_key(body["params"]["requestId"]) or ""] += 1
     return json.dumps(body).encode()
 
 
@@ -302,7 +309,7 @@ class Session:
                 assert not shown & HIDDEN, f"a listing shows hidden tools {shown & HIDDEN}: {raw!r}"
 
     def settled(self) -> bool:
-        return (all(self.answers[k] >= n for k, n in self.owed.by_key.items())
+        return (all(self.answers[k] >= n - self.owed.cancelled[k] for k, n in self.owed.by_key.items())
                 and self.null_answers >= self.owed.null)
 
     def read_until(self, done, timeout: float) -> bool:
@@ -353,8 +360,9 @@ class Session:
 
     def check_answers(self) -> None:
         for key in set(self.owed.by_key) | set(self.answers):
-            assert self.answers[key] == self.owed.by_key[key], self.owed_report(
-                f"id {key!r}: {self.answers[key]} answer(s) for {self.owed.by_key[key]} request(s)")
+            owed, cancels = self.owed.by_key[key], self.owed.cancelled[key]
+            assert owed - cancels <= self.answers[key] <= owed, self.owed_report(
+                f"id {key!r}: {self.answers[key]} answer(s) for {owed} request(s) and {cancels} cancel(s)")
         assert self.null_answers == self.owed.null, self.owed_report("answers with id null")
 
     def check_recording(self) -> None:
@@ -395,8 +403,10 @@ class Session:
         crash = next((s for s in self.script if s.get("action") == "crash"), None)
         if self.crashed_before_close:
             status = crash["status"] if crash else 1
-            # The child exited first with N; N == 0 with the crashed request unanswered makes it 1.
-            assert self.status == (status or 1), (self.status, status, self.proc.stderr[-2000:])
+            # The child exited first with N; N == 0 with the crashed request unanswered makes it 1 (0 when
+            # that request had been cancelled: nothing was left unanswered).
+            assert self.status == (status or 1) or (self.status == status == 0 and self.owed.cancelled), (
+                self.status, status, self.proc.stderr[-2000:])
         elif self.crash_seen:
             # The client closed stdin, then the upstream crashed during the drain with the crashing request
             # unanswered: as if the child ended first (docs/relay.md), N, or 1 for 0.
