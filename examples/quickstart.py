@@ -62,7 +62,7 @@ async def main() -> None:
         for name, arguments in calls:
             try:
                 outcome = show(await client.call_tool(name, arguments))
-            except Exception as exc:  # a JSON-RPC error, e.g. "Unknown tool" for a hidden tool
+            except Exception as exc:  # a JSON-RPC error (some servers answer a tool they lack so)
                 outcome = f"ERROR: {exc}"
             print(f"  call {name}({arguments}):\n    {outcome}")
 

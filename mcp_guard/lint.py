@@ -201,8 +201,8 @@ def lint(policy: Policy) -> list[str]:
             elif limit is not None and limit.window == 0:
                 findings.append(f"rules.{rule.key}.{kind} has window 0, so it limits nothing")
         if rule.origin == "rules" and rule.action == "hide" and rule.reason:
-            findings.append(f"rules.{rule.key} has a reason, but a hidden tool's caller is only told "
-                            "\"Unknown tool\": the reason is never shown")
+            findings.append(f"rules.{rule.key} has a reason, but a hidden tool's caller only gets "
+                            "the server's own answer for a tool it does not have: the reason is never shown")
         if rule.action in ("deny", "hide") and rule.origin == "rules" and (
                 rule.rate_limit or rule.budget or rule.arguments is not None):
             findings.append(f"rules.{rule.key} has action {rule.action!r}, so its limits and argument "
