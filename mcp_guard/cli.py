@@ -62,9 +62,13 @@ def cli() -> None:
               help="After the client closes stdin, seconds to wait for answers still owed.")
 @click.option("--shutdown-grace", default=3.0, show_default=True, type=click.FloatRange(0),
               help="Seconds the server gets to exit after its stdin closes, before SIGTERM (then SIGKILL).")
+@click.option("--state", "state", default=None, metavar="URL",
+              help="The limit store of global-scoped limits: sqlite:///path/to/state.db or redis://host:port/db. "
+                   "Also $MCP_GUARD_STATE, then the policy's \"state\"; default: a SQLite file in the user's "
+                   "state directory.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(policy_path: str | None, audit_path: str | None, log_level: str, max_message_bytes: int,
-        drain_timeout: float, shutdown_grace: float, command: tuple[str, ...]) -> None:
+        drain_timeout: float, shutdown_grace: float, state: str | None, command: tuple[str, ...]) -> None:
     """Run COMMAND (an MCP stdio server) behind the policy: mcp-guard run --policy FILE -- COMMAND..."""
     _setup_logging(log_level)
     for variable in (POLICY_ENV, AUDIT_ENV):
@@ -79,6 +83,7 @@ def run(policy_path: str | None, audit_path: str | None, log_level: str, max_mes
 
     for finding in argument_annotations(policy):
         logging.getLogger("mcp_guard").warning("%s: %s", policy.source, finding)
+    shared = _open_shared(policy, state)
     from .audit import AuditLog
     from .guard import Guard
     from .relay import Options
@@ -92,7 +97,7 @@ def run(policy_path: str | None, audit_path: str | None, log_level: str, max_mes
     audit.record("start", policy=policy.source, command=list(command), version=__version__)
     options = Options(max_message_bytes, drain_timeout, shutdown_grace)
     try:
-        status = run_relay(command, Guard(policy, audit), options)
+        status = run_relay(command, Guard(policy, audit, shared=shared), options)
     except StartError as exc:
         raise Failure(str(exc), exc.status) from None
     finally:
@@ -187,6 +192,71 @@ def explain(policy_path: str, args_json: str | None, tool: str) -> None:
     if len(matched) > 1:
         click.echo("also matched (less specific): " + ", ".join(r.place for r in matched[1:]))
     click.echo(json.dumps({"tool": tool, **decision.as_record()}))
+
+
+def _open_shared(policy: Any, state: str | None) -> Any:
+    """The limit stores of the policy's user- and global-scoped limits, checked before the child starts."""
+    from .limitstore import STATE_ENV, StoreURLError
+
+    if state is None and os.environ.get(STATE_ENV) == "":
+        raise Failure(f"{STATE_ENV} is set but empty; unset it or name a store", 2)
+    from .sharedlimits import open_shared
+
+    try:
+        return open_shared(policy, state)
+    except StoreURLError as exc:
+        raise Failure(f"limit store: {exc}", 2) from None
+
+
+@cli.command()
+@click.option("--state", "state", default=None, metavar="URL",
+              help="The limit store (as for run): --state, $MCP_GUARD_STATE, the policy's \"state\", the default.")
+@click.option("--policy", "policy_path", envvar=POLICY_ENV, type=click.Path(dir_okay=False),
+              help="Show this policy's shared limits (and their user-scoped counters in the user's own store).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per counter.")
+@click.option("--reset", "reset_rule", default=None, metavar="RULE",
+              help="Forget what RULE's shared limits have taken (needs --policy).")
+def status(state: str | None, policy_path: str | None, as_json: bool, reset_rule: str | None) -> None:
+    """The shared limits' counters: what is taken in each window, what is left, when it frees up."""
+    from .limitstore import StoreUnavailable, StoreURLError, default_url, open_store
+    from .sharedlimits import reset, state_url
+    from .sharedlimits import status as counters
+
+    policy = _load_policy(policy_path) if policy_path else None
+    if reset_rule is not None and policy is None:
+        raise Failure("--reset needs the policy whose rule it is: --policy FILE", 2)
+    url = state or os.environ.get("MCP_GUARD_STATE") or (policy.state if policy else None) or default_url()
+    if policy is not None:
+        url = state_url(state, policy)
+    try:
+        store = open_store(url)
+        user_store = open_store(default_url()) if url != default_url() else store
+    except StoreURLError as exc:
+        raise Failure(f"limit store: {exc}", 2) from None
+    try:
+        if reset_rule is not None:
+            assert policy is not None
+            if not any(rule.key == reset_rule for rule in policy.rules):
+                raise Failure(f"the policy has no rule {reset_rule!r}", 2)
+            removed = reset(policy, reset_rule, store, user_store)
+            click.echo(f"reset {reset_rule}: {removed} entr{'y' if removed == 1 else 'ies'} removed")
+            return
+        rows = counters(policy, store, user_store)
+    except StoreUnavailable as exc:
+        raise Failure(f"the limit store is unavailable: {exc}", 1) from None
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    if not rows:
+        click.echo(f"no shared limits in {url}" if policy is None else
+                   f"{policy.source}: no user- or global-scoped limits")
+        return
+    for row in rows:
+        frees = f", frees up in {row['frees_in']:.0f} s" if row["frees_in"] is not None else ""
+        who = f"user {row['user']}" if "user" in row else row["scope"]
+        click.echo(f"{row['rule']} {row['limit']} ({who}, {row['policy']}): {row['used']:g} of {row['max']:g} "
+                   f"taken in {row['window']:g} s, {row['left']:g} left{frees}")
 
 
 @cli.command()

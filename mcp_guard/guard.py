@@ -11,13 +11,16 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import wire
-from .actions import ClientAction, Drop, Forward, Reply
+from .actions import ClientAction, Defer, Drop, Forward, Reply
 from .audit import AuditLog
-from .engine import Charge, Decision, SessionState, ToolCall, decide, visible
+from .engine import Charge, Decision, SessionState, ToolCall, decide, select_rule, visible
 from .policy import Policy
+
+if TYPE_CHECKING:
+    from .sharedlimits import SharedLimits
 
 log = logging.getLogger("mcp_guard")
 
@@ -53,6 +56,8 @@ class CallWatch:
     # The call's line as received (kept, not copied, until its answer): an input_required answer hands
     # out a requestState, and only a retry with these very arguments is this call's continuation.
     request_line: bytes = b""
+    refund: str = "protocol_error"  # the rule's "refund": which failed answers give the quota back
+    shared_tokens: tuple[Any, ...] = ()  # what a limit store took (sharedlimits.Admission.tokens)
 
 
 def _carries_stateless_version(msg: wire.Message) -> bool:
@@ -65,8 +70,15 @@ def _carries_stateless_version(msg: wire.Message) -> bool:
 
 class Guard:
     def __init__(self, policy: Policy, audit: AuditLog | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, shared: SharedLimits | None = None) -> None:
         self.policy = policy
+        if shared is None and policy.shared_limits:
+            from .sharedlimits import in_memory
+
+            shared = in_memory(policy)
+        self.shared = shared  # the limit stores of user- and global-scoped limits
+        # Session charges of calls a store then refused, given back on a relay thread (which owns the state).
+        self._session_refunds: list[tuple[Charge, ...]] = []
         self.audit = audit or AuditLog(None)
         self.clock = clock
         self.state = SessionState()
@@ -146,7 +158,11 @@ class Guard:
             # with other arguments is another call, decided and charged in full.
             continuation = (charged_arguments is not None
                             and wire.call_arguments_fingerprint(msg.raw) == charged_arguments)
+        while self._session_refunds:
+            self.state.refund(self._session_refunds.pop())
         decision = decide(self.policy, ToolCall(name, arguments, continuation), self.state, now)
+        if decision.allowed and self.shared is not None and any(c.scope != "session" for c in decision.charges):
+            return self._shared_call(msg, name, arguments, decision)
         if self.audit.enabled:
             self.audit.record("call", request_id=msg.id, tool=name, **decision.as_record(),
                               argument_keys=sorted(arguments) if arguments else [])
@@ -154,7 +170,8 @@ class Guard:
             if decision.charges or continuation:
                 self.state.record(decision.charges)
                 assert msg.id_key is not None
-                watch = CallWatch(name, decision.charges, msg.id_key, request_line=msg.raw)
+                watch = CallWatch(name, decision.charges, msg.id_key, request_line=msg.raw,
+                                  refund=self._refund_mode(name))
                 self._charged_calls[msg.id_key] = watch
                 return Forward(watch=watch)
             return Forward()
@@ -164,6 +181,39 @@ class Guard:
             return Reply(wire.error_response(msg.id, wire.INVALID_PARAMS, f"Unknown tool: {name}"))
         log.warning("refused a call to %s (%s): %s", name, decision.rule or "default", decision.reason)
         return Reply(self._refusal(msg, name, decision))
+
+    def _refund_mode(self, name: str) -> str:
+        rule = select_rule(self.policy, name)
+        return rule.refund if rule is not None else "protocol_error"
+
+    def _shared_call(self, msg: wire.Message, name: str, arguments: Any, decision: Decision) -> Defer:
+        """A call under a user- or global-scoped limit: the store's round trip is I/O, so it is made in a
+        worker thread while the relay moves other messages (Defer). Session limits of the same rule are
+        taken now, and given back if the store refuses."""
+        shared = self.shared
+        assert shared is not None and msg.id_key is not None
+        self.state.record(decision.charges)
+        id_key = msg.id_key
+
+        async def admit() -> Forward | Reply:
+            import anyio.to_thread
+
+            admission = await anyio.to_thread.run_sync(shared.admit, decision.charges)
+            final = admission.refusal or decision
+            if self.audit.enabled:
+                extra: dict[str, Any] = {"store_error": admission.store_error} if admission.store_error else {}
+                self.audit.record("call", request_id=msg.id, tool=name, **final.as_record(),
+                                  argument_keys=sorted(arguments) if arguments else [], **extra)
+            if admission.refusal is not None:
+                self._session_refunds.append(decision.charges)
+                log.warning("refused a call to %s (%s): %s", name, final.rule, final.reason)
+                return Reply(self._refusal(msg, name, final))
+            watch = CallWatch(name, decision.charges, id_key, request_line=msg.raw, refund=self._refund_mode(name),
+                              shared_tokens=admission.tokens)
+            self._charged_calls[id_key] = watch
+            return Forward(watch=watch)
+
+        return Defer(admit)
 
     def _refusal(self, msg: wire.Message, name: str, decision: Decision) -> bytes:
         text = f"mcp-guard refused the call to {name}: {decision.reason}"
@@ -195,8 +245,14 @@ class Guard:
             # client did not cancel and during which the server asked the client nothing. Everything
             # else keeps its share: a result with isError (the tool ran and may have done its work
             # first), other errors (a failure after the work, or an error the client itself caused).
-            if code in REFUND_CODES and not watch.cancelled and not watch.started:
+            while self._session_refunds:
+                self.state.refund(self._session_refunds.pop())
+            failed = code in REFUND_CODES or (watch.refund == "error" and (
+                error is not None or (isinstance(result, dict) and result.get("isError") is True)))
+            if failed and not watch.cancelled and not watch.started:
                 self.state.refund(watch.charges)
+                if watch.shared_tokens and self.shared is not None:
+                    self.shared.refund_later(watch.shared_tokens)
                 self.audit.record("refund", tool=watch.tool, request_id=msg.id)
             elif isinstance(result, dict) and result.get("resultType") == "input_required":
                 state = result.get("requestState")
@@ -210,7 +266,7 @@ class Guard:
 
     def upstream_request(self, msg: wire.Message) -> None:
         # Sampling, elicitation, roots: the server is working on whatever is in flight.
-        for watch in self._charged_calls.values():
+        for watch in tuple(self._charged_calls.values()):  # a deferred decision may add one meanwhile
             watch.started = True
 
     def upstream_answer_lost(self, watch: Any) -> None:
