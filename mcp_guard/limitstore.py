@@ -255,6 +255,7 @@ class SqliteStore:
         self.path, self.url, self.clock = path, url, clock
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None  # the file the connection has open (device, inode)
 
     @classmethod
     def open(cls, path: str, url: str) -> SqliteStore:
@@ -276,6 +277,10 @@ class SqliteStore:
         return store
 
     def _connect(self) -> sqlite3.Connection:
+        if self._connection is not None and self._identity != _identity(self.path):
+            # The file was removed or replaced (an operator's reset, a restore): an open connection would
+            # keep counting in the old one, unseen by every process that opens the path from now on.
+            self._drop()
         if self._connection is None:
             connection = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
             try:
@@ -287,6 +292,7 @@ class SqliteStore:
                 connection.close()
                 raise
             self._connection = connection
+            self._identity = _identity(self.path)
         return self._connection
 
     def _write_probe(self) -> None:
@@ -394,6 +400,14 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             self._drop()
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return (found.st_dev, found.st_ino)
 
 
 def _unusable(exc: sqlite3.DatabaseError) -> bool:
