@@ -235,7 +235,9 @@ class MemoryStore:
 
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS limits (key TEXT PRIMARY KEY, max REAL NOT NULL, window REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS limits (
+    key TEXT PRIMARY KEY, max REAL NOT NULL, window REAL NOT NULL,
+    total REAL NOT NULL DEFAULT 0, entries INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS charges (
     id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL,
     first REAL NOT NULL, last REAL NOT NULL, amount REAL NOT NULL);
@@ -325,37 +327,39 @@ class SqliteStore:
             self._connection = None
 
     def admit(self, charges: tuple[StoreCharge, ...]) -> Admitted | Refused:
+        # A running total per limit (limits.total, limits.entries) keeps an admission O(expired + log n):
+        # summing a limit's rows at every call would cost O(n), up to ~2,048 rows.
         def work(db: sqlite3.Connection) -> Admitted | Refused:
             now = self.clock()
-            seen: list[tuple[float, int, int | None, float | None]] = []
+            seen: list[tuple[int, int | None, float | None]] = []
             for index, charge in enumerate(charges):
-                db.execute("DELETE FROM charges WHERE key = ? AND last <= ?", (charge.key, now - charge.window))
-                total, count = db.execute("SELECT COALESCE(SUM(amount), 0), COUNT(*) FROM charges WHERE key = ?",
-                                          (charge.key,)).fetchone()
+                total, count = _forget(db, charge.key, now - charge.window)
                 if total + charge.amount > charge.max:
                     entries = db.execute("SELECT last, amount FROM charges WHERE key = ? ORDER BY last, id",
                                          (charge.key,)).fetchall()
-                    return Refused(index, float(total),
+                    return Refused(index, total,
                                    _retry_after(entries, total, charge.max - charge.amount, now, charge.window))
                 newest = db.execute("SELECT id, last FROM charges WHERE key = ? ORDER BY last DESC, id DESC LIMIT 1",
                                     (charge.key,)).fetchone()
-                seen.append((float(total), count, newest[0] if newest else None, newest[1] if newest else None))
+                seen.append((count, newest[0] if newest else None, newest[1] if newest else None))
             tokens = []
-            for charge, (_, count, newest_id, newest_last) in zip(charges, seen, strict=True):
+            for charge, (count, newest_id, newest_last) in zip(charges, seen, strict=True):
                 at = max(now, newest_last) if newest_last is not None else now  # never earlier than the newest
                 granularity = charge.window / BUCKETS_PER_WINDOW
+                added = 1
                 if (count >= EXACT_ENTRIES and granularity > 0 and newest_id is not None and newest_last is not None
                         and math.floor(at / granularity) == math.floor(newest_last / granularity)):
                     db.execute("UPDATE charges SET last = ?, amount = amount + ? WHERE id = ?",
                                (at, charge.amount, newest_id))
-                    row = newest_id
+                    row, added = newest_id, 0
                 else:
                     cursor = db.execute("INSERT INTO charges (key, first, last, amount) VALUES (?, ?, ?, ?)",
                                         (charge.key, at, at, charge.amount))
                     row = int(cursor.lastrowid or 0)
-                db.execute("INSERT INTO limits (key, max, window) VALUES (?, ?, ?) ON CONFLICT (key) "
-                           "DO UPDATE SET max = excluded.max, window = excluded.window",
-                           (charge.key, charge.max, charge.window))
+                db.execute("INSERT INTO limits (key, max, window, total, entries) VALUES (?, ?, ?, ?, ?) "
+                           "ON CONFLICT (key) DO UPDATE SET max = excluded.max, window = excluded.window, "
+                           "total = total + excluded.total, entries = entries + excluded.entries",
+                           (charge.key, charge.max, charge.window, charge.amount, added))
                 tokens.append((charge.key, row, charge.amount))
             return Admitted(tuple(tokens))
 
@@ -365,8 +369,17 @@ class SqliteStore:
     def refund(self, tokens: tuple[Any, ...]) -> None:
         def work(db: sqlite3.Connection) -> None:
             for key, row, amount in tokens:
-                db.execute("UPDATE charges SET amount = amount - ? WHERE id = ? AND key = ?", (amount, row, key))
-                db.execute("DELETE FROM charges WHERE id = ? AND amount <= 0", (row,))
+                found = db.execute("SELECT amount FROM charges WHERE id = ? AND key = ?", (row, key)).fetchone()
+                if found is None:
+                    continue  # left the window meanwhile, or given back already
+                taken = min(amount, found[0])
+                gone = 1 if found[0] - taken <= 0 else 0
+                if gone:
+                    db.execute("DELETE FROM charges WHERE id = ?", (row,))
+                else:
+                    db.execute("UPDATE charges SET amount = amount - ? WHERE id = ?", (taken, row))
+                db.execute("UPDATE limits SET total = CASE WHEN entries - ? <= 0 THEN 0 ELSE total - ? END, "
+                           "entries = MAX(0, entries - ?) WHERE key = ?", (gone, taken, gone, key))
 
         self._transaction(work)
 
@@ -392,6 +405,7 @@ class SqliteStore:
             removed = 0
             for key in keys:
                 removed += db.execute("DELETE FROM charges WHERE key = ?", (key,)).rowcount
+                db.execute("UPDATE limits SET total = 0, entries = 0 WHERE key = ?", (key,))
             return removed
 
         result: int = self._transaction(work)
@@ -400,6 +414,21 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             self._drop()
+
+
+def _forget(db: sqlite3.Connection, key: str, before: float) -> tuple[float, int]:
+    """Drop a limit's charges that have left its window (last <= before); what is left: (total, entries)."""
+    gone_total, gone_count = db.execute("SELECT COALESCE(SUM(amount), 0), COUNT(*) FROM charges "
+                                        "WHERE key = ? AND last <= ?", (key, before)).fetchone()
+    held = db.execute("SELECT total, entries FROM limits WHERE key = ?", (key,)).fetchone()
+    total, count = (float(held[0]), int(held[1])) if held else (0.0, 0)
+    if gone_count:
+        db.execute("DELETE FROM charges WHERE key = ? AND last <= ?", (key, before))
+        total, count = total - float(gone_total), count - int(gone_count)
+        if count <= 0:
+            total, count = 0.0, 0  # no drift from float sums
+        db.execute("UPDATE limits SET total = ?, entries = ? WHERE key = ?", (total, count, key))
+    return total, count
 
 
 def _identity(path: str) -> tuple[int, int] | None:

@@ -2,7 +2,8 @@
 
 Admission and charge are one Lua script, run atomically by the server, and measured with the server's
 clock (TIME), so windows are the same for every machine whatever their clocks say. Per limit: a sorted
-set of charge ids scored by time, a hash of their amounts, and the limit's terms; every key expires a
+set of charge ids scored by time, a hash of their amounts, and the limit's terms with a running total
+(so an admission costs O(expired + log n), not a sum over the window); every key expires a
 little after its window, so a limit nobody uses leaves nothing behind. Needs the `redis` package:
 pip install 'mcp-guard[redis]'.
 """
@@ -26,14 +27,16 @@ local exact, buckets = tonumber(ARGV[1]), tonumber(ARGV[2])
 local seen = {}
 for i, prefix in ipairs(KEYS) do
   local amount, max, window = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2])
-  local z, h = prefix .. ':z', prefix .. ':h'
+  local z, h, m = prefix .. ':z', prefix .. ':h', prefix .. ':m'
+  local total = tonumber(redis.call('HGET', m, 'total') or '0')
   local gone = redis.call('ZRANGEBYSCORE', z, '-inf', now - window)
   if #gone > 0 then
+    for _, value in ipairs(redis.call('HMGET', h, unpack(gone))) do total = total - tonumber(value or '0') end
     redis.call('HDEL', h, unpack(gone))
     redis.call('ZREMRANGEBYSCORE', z, '-inf', now - window)
+    if redis.call('ZCARD', z) == 0 then total = 0 end
+    redis.call('HSET', m, 'total', tostring(total))
   end
-  local total = 0
-  for _, value in ipairs(redis.call('HVALS', h)) do total = total + tonumber(value) end
   if total + amount > max then
     local room = max - amount
     if room < 0 then return {0, i - 1, tostring(total), ''} end
@@ -68,6 +71,7 @@ for i, prefix in ipairs(KEYS) do
   end
   redis.call('ZADD', z, at, id)
   redis.call('HSET', prefix .. ':m', 'max', max, 'window', window)
+  redis.call('HINCRBYFLOAT', prefix .. ':m', 'total', amount)
   local ttl = math.ceil(window * 1000) + 60000
   for _, key in ipairs({z, h, prefix .. ':seq', prefix .. ':m'}) do redis.call('PEXPIRE', key, ttl) end
   result[#result + 1] = id
@@ -80,11 +84,19 @@ _REFUND = """
 for i, prefix in ipairs(KEYS) do
   local id, amount = ARGV[2 * i - 1], tonumber(ARGV[2 * i])
   local h = prefix .. ':h'
-  if redis.call('HEXISTS', h, id) == 1 then
-    local left = tonumber(redis.call('HINCRBYFLOAT', h, id, -amount))
-    if left <= 0 then
+  local held = redis.call('HGET', h, id)
+  if held then
+    local taken = math.min(amount, tonumber(held))
+    if tonumber(held) - taken <= 0 then
       redis.call('HDEL', h, id)
       redis.call('ZREM', prefix .. ':z', id)
+    else
+      redis.call('HINCRBYFLOAT', h, id, -taken)
+    end
+    if redis.call('ZCARD', prefix .. ':z') == 0 then
+      redis.call('HSET', prefix .. ':m', 'total', '0')
+    else
+      redis.call('HINCRBYFLOAT', prefix .. ':m', 'total', -taken)
     end
   end
 end
@@ -174,6 +186,7 @@ class RedisStore:
             for key in keys:
                 removed += int(self.client.zcard(PREFIX + key + ":z"))
                 self.client.delete(PREFIX + key + ":z", PREFIX + key + ":h")
+                self.client.hset(PREFIX + key + ":m", "total", "0")
             return removed
 
         result: int = self._call(work)
