@@ -4,6 +4,7 @@ refunds, bounded entries). And the engine: shared-scope limits are handed to the
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from mcp_guard.limitstore import (
     StoreCharge,
     StoreUnavailable,
     StoreURLError,
+    open_store,
     parse_url,
 )
 from mcp_guard.policy import loads
@@ -45,6 +47,31 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any,
     sqlite.close()
 
 
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """Every store, for the tests that need no clock of their own (Redis measures with the server's)."""
+    if request.param == "memory":
+        yield MemoryStore()
+    elif request.param == "sqlite":
+        store = SqliteStore.open(str(tmp_path / "state.db"), f"sqlite://{tmp_path}/state.db")
+        yield store
+        store.close()
+    else:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).parent))
+        from test_shared_limits import RedisServer
+
+        if shutil.which("redis-server") is None:
+            pytest.skip("redis-server is not installed (scripts/test.sh installs Debian's redis-server)")
+        server = RedisServer(tmp_path)
+        server.start()
+        store = open_store(server.url)
+        yield store
+        store.close()
+        server.stop()
+
+
 def charge(amount: float = 1, maximum: float = 3, window: float = 60, key: str = "k") -> StoreCharge:
     return StoreCharge(key, amount, maximum, window)
 
@@ -63,14 +90,14 @@ def test_sliding_window_and_retry_after(store: tuple[Any, Clock]) -> None:
     assert counter.used == 3 and counter.max == 3 and counter.frees_in == pytest.approx(10)
 
 
-def test_a_cost_that_can_never_fit_has_no_retry(store: tuple[Any, Clock]) -> None:
-    limits, _ = store
+def test_a_cost_that_can_never_fit_has_no_retry(any_store: Any) -> None:
+    limits = any_store
     refused = limits.admit((charge(amount=5, maximum=3),))
     assert isinstance(refused, Refused) and refused.retry_after is None
 
 
-def test_refund_gives_back_exactly_once(store: tuple[Any, Clock]) -> None:
-    limits, _ = store
+def test_refund_gives_back_exactly_once(any_store: Any) -> None:
+    limits = any_store
     first = limits.admit((charge(amount=2),))
     assert isinstance(first, Admitted)
     assert isinstance(limits.admit((charge(amount=2),)), Refused)
@@ -80,8 +107,8 @@ def test_refund_gives_back_exactly_once(store: tuple[Any, Clock]) -> None:
     assert isinstance(limits.admit((charge(amount=2),)), Refused)  # 2 taken, not 0
 
 
-def test_charges_are_all_or_nothing(store: tuple[Any, Clock]) -> None:
-    limits, _ = store
+def test_charges_are_all_or_nothing(any_store: Any) -> None:
+    limits = any_store
     assert isinstance(limits.admit((charge(key="b", amount=3),)), Admitted)
     refused = limits.admit((charge(key="a"), charge(key="b")))
     assert isinstance(refused, Refused) and refused.index == 1
@@ -151,3 +178,14 @@ def test_engine_hands_shared_limits_to_the_caller() -> None:
     assert state.usage == {}  # nothing of a shared limit is kept in the session
     too_big = decide(policy, ToolCall("t", {"c": 6}), state, 0.0)
     assert not too_big.allowed and "more than the whole budget" in (too_big.reason or "")
+
+
+def test_retry_after_and_reset_in_every_store(any_store: Any) -> None:
+    limits = any_store
+    assert isinstance(limits.admit((charge(maximum=1, window=30),)), Admitted)
+    refused = limits.admit((charge(maximum=1, window=30),))
+    assert isinstance(refused, Refused) and 25 < (refused.retry_after or 0) <= 30
+    [counter] = limits.counters(("k",))
+    assert counter.used == 1 and counter.max == 1 and counter.window == 30
+    assert limits.reset(("k",)) == 1
+    assert isinstance(limits.admit((charge(maximum=1, window=30),)), Admitted)
