@@ -186,20 +186,24 @@ def explain(policy_path: str, args_json: str | None, tool: str) -> None:
         click.echo(f"reason:   {decision.reason}")
     if rule and (rule.rate_limit or rule.budget):
         if rule.rate_limit:
-            click.echo(f"limit:    at most {rule.rate_limit.max} call(s) per {rule.rate_limit.window:g} s")
+            click.echo(f"limit:    at most {rule.rate_limit.max} call(s) per {rule.rate_limit.window:g} s"
+                       f" ({rule.rate_limit.scope} scope)")
         if rule.budget:
-            click.echo(f"budget:   {rule.budget.max:g} per {rule.budget.window:g} s, cost at {rule.budget.cost}")
+            click.echo(f"budget:   {rule.budget.max:g} per {rule.budget.window:g} s, cost at {rule.budget.cost}"
+                       f" ({rule.budget.scope} scope)")
     if len(matched) > 1:
         click.echo("also matched (less specific): " + ", ".join(r.place for r in matched[1:]))
     click.echo(json.dumps({"tool": tool, **decision.as_record()}))
 
 
 def _open_shared(policy: Any, state: str | None) -> Any:
-    """The limit stores of the policy's user- and global-scoped limits, checked before the child starts."""
-    from .limitstore import STATE_ENV, StoreURLError
-
-    if state is None and os.environ.get(STATE_ENV) == "":
-        raise Failure(f"{STATE_ENV} is set but empty; unset it or name a store", 2)
+    """The limit stores of the policy's user- and global-scoped limits, checked before the child starts.
+    A policy with session-scoped limits only imports and opens nothing (start-up stays as fast)."""
+    if state is None and os.environ.get("MCP_GUARD_STATE") == "":
+        raise Failure("MCP_GUARD_STATE is set but empty; unset it or name a store", 2)
+    if not policy.shared_limits:
+        return None
+    from .limitstore import StoreURLError
     from .sharedlimits import open_shared
 
     try:
@@ -230,7 +234,9 @@ def status(state: str | None, policy_path: str | None, as_json: bool, reset_rule
         url = state_url(state, policy)
     try:
         store = open_store(url)
-        user_store = open_store(default_url()) if url != default_url() else store
+        user_scoped = policy is not None and any(limit is not None and limit.scope == "user"
+                                                 for rule in policy.rules for limit in (rule.rate_limit, rule.budget))
+        user_store = open_store(default_url()) if user_scoped and url != default_url() else store
     except StoreURLError as exc:
         raise Failure(f"limit store: {exc}", 2) from None
     try:

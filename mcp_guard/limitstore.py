@@ -130,7 +130,10 @@ def parse_url(url: str) -> Location:
                                 "(three slashes, then an absolute path)")
         if not parts.path or parts.path == "/":
             raise StoreURLError(f"the state URL {url!r} names no file")
-        return Location("sqlite", path=parts.path, url=url)
+        path = parts.path
+        if os.name == "nt" and len(path) > 2 and path[0] == "/" and path[2] == ":":
+            path = path[1:]  # sqlite:///C:/Users/... names C:/Users/...
+        return Location("sqlite", path=path, url=url)
     if scheme == "memory":
         return Location("memory", url="memory://")
     if not parts.hostname:
