@@ -121,28 +121,44 @@ return {terms[1], terms[2], tostring(used), frees}
 
 
 class RedisStore:
-    def __init__(self, client: Any, url: str) -> None:
-        self.client = client
+    """The client is made at the first call, in the worker thread that makes it: importing `redis` costs
+    a few hundred milliseconds that the client's handshake with mcp-guard should not wait for."""
+
+    def __init__(self, url: str) -> None:
         self.url = url
         self._lock = threading.Lock()
-        self._admit = client.register_script(_ADMIT)
-        self._refund = client.register_script(_REFUND)
-        self._counter = client.register_script(_COUNTER)
+        self._client: Any = None
+        self._admit: Any = None
+        self._refund: Any = None
+        self._counter: Any = None
 
     @classmethod
     def open(cls, location: Location) -> RedisStore:
-        try:
-            import redis
-        except ImportError:
-            raise StoreURLError(f"{location.url} needs the redis package: pip install 'mcp-guard[redis]'") from None
-        # Short timeouts: a store that does not answer must not hold calls for long (they fail closed).
-        client = redis.Redis.from_url(location.url, socket_timeout=2.0, socket_connect_timeout=2.0,
-                                      retry_on_timeout=False)
-        return cls(client, location.url)
+        from importlib.util import find_spec
+
+        if find_spec("redis") is None:
+            raise StoreURLError(f"{location.url} needs the redis package: pip install 'mcp-guard[redis]'")
+        return cls(location.url)
+
+    @property
+    def client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                import redis
+
+                # Short timeouts: a store that does not answer must not hold calls for long (they fail closed).
+                client = redis.Redis.from_url(self.url, socket_timeout=2.0, socket_connect_timeout=2.0,
+                                              retry_on_timeout=False)
+                self._admit = client.register_script(_ADMIT)
+                self._refund = client.register_script(_REFUND)
+                self._counter = client.register_script(_COUNTER)
+                self._client = client
+            return self._client
 
     def _call(self, work: Any) -> Any:
         import redis
 
+        self.client  # noqa: B018 - made on first use
         try:
             return work()
         except (redis.RedisError, OSError) as exc:
@@ -193,8 +209,10 @@ class RedisStore:
         return result
 
     def close(self) -> None:
+        if self._client is None:
+            return
         try:
-            self.client.close()
+            self._client.close()
         except Exception:  # noqa: BLE001 - closing a client whose server is gone
             pass
 
