@@ -45,11 +45,11 @@ def os_user() -> str:
 
 
 def namespace(policy: Policy) -> str:
-    """Whose counters: the policy's name, or its file's absolute path (two policies never share by
-    accident; give both the same name to share)."""
+    """Whose counters: the policy's name, or its file's real path (two policies never share by accident;
+    give both the same name to share)."""
     if policy.name:
         return policy.name
-    return "file:" + os.path.abspath(policy.source)
+    return "file:" + os.path.realpath(policy.source)
 
 
 def counter_key(space: str, scope: str, rule: str, limit: str, user: str | None = None) -> str:
