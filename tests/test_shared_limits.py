@@ -350,3 +350,23 @@ def test_redis_killed_mid_run_fails_closed_then_recovers(tmp_path: Path, redis_s
         proc.kill()
     assert proc.stderr.count("ERROR: the limit store") == 1 and "answers again" in proc.stderr
     assert upstream_calls(record) == 2
+
+
+def test_a_store_refusal_gives_the_session_limit_back(tmp_path: Path) -> None:
+    """A rule with a session rate limit and a global budget: a call the store refuses takes nothing from
+    the session limit either (it is given back), as a session-only refusal takes nothing."""
+    policy = write_policy(tmp_path, {"version": "1", "rules": {"allowed": {
+        "rate_limit": {"max": 2, "window": 3600},
+        "budget": {"max": 1, "window": 3600, "cost": "/c", "scope": "global"}}}})
+    record = tmp_path / "record.jsonl"
+    proc = start_guard(policy, f"sqlite://{tmp_path}/state.db", record)
+    outcomes = []
+    try:
+        for request_id, cost in enumerate([1, 1, 0, 0], start=1):
+            send_calls(proc, [("allowed", {"c": cost})], first_id=request_id)
+            answer = collect(proc, 1)[request_id]
+            outcomes.append("pass" if passed(answer) else refusal_text(answer).split(": ", 1)[1][:16])
+    finally:
+        proc.kill()
+    assert outcomes == ["pass", "budget exhausted", "pass", "rate limit reach"]
+    assert upstream_calls(record) == 2
