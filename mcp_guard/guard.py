@@ -187,18 +187,19 @@ class Guard:
         return rule.refund if rule is not None else "protocol_error"
 
     def _shared_call(self, msg: wire.Message, name: str, arguments: Any, decision: Decision) -> Defer:
-        """A call under a user- or global-scoped limit: the store's round trip is I/O, so it is made in a
-        worker thread while the relay moves other messages (Defer). Session limits of the same rule are
-        taken now, and given back if the store refuses."""
+        """A call under a user- or global-scoped limit: the store's round trip is I/O, so it is made by the
+        limits' worker thread, in the order the calls came, while the relay moves other messages (Defer).
+        Session limits of the same rule are taken now, and given back if the store refuses."""
         shared = self.shared
         assert shared is not None and msg.id_key is not None
         self.state.record(decision.charges)
         id_key = msg.id_key
+        pending = shared.submit(decision.charges)
 
         async def admit() -> Forward | Reply:
             import anyio.to_thread
 
-            admission = await anyio.to_thread.run_sync(shared.admit, decision.charges)
+            admission = await anyio.to_thread.run_sync(pending.result)
             final = admission.refusal or decision
             if self.audit.enabled:
                 extra: dict[str, Any] = {"store_error": admission.store_error} if admission.store_error else {}

@@ -266,7 +266,8 @@ class SqliteStore:
     def open(cls, path: str, url: str) -> SqliteStore:
         store = cls(path, url)
         try:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # Private when mcp-guard creates it: the counters name the user's policies and tools.
+            Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreURLError(f"cannot create the directory of the state file {path}: "
                                 f"{exc.strerror or exc}") from None

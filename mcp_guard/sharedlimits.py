@@ -15,6 +15,7 @@ import logging
 import os
 import queue
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,8 +82,12 @@ class SharedLimits:
         self.namespace = namespace(policy)
         self.user = os_user()
         self._down: set[str] = set()  # the stores whose outage has been reported
-        self._refunds: queue.SimpleQueue[tuple[LimitStore, tuple[Any, ...]] | None] = queue.SimpleQueue()
-        self._refunder: threading.Thread | None = None
+        # One worker thread takes admissions and refunds in the order the relay saw the calls and answers:
+        # pipelined calls of one session are admitted first come, first served, and a refund is given back
+        # before a later call is decided.
+        self._work: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
+        self._worker_lock = threading.Lock()
 
     def store_for(self, scope: str) -> LimitStore:
         return self.user_store if scope == "user" else self.global_store
@@ -148,28 +153,46 @@ class SharedLimits:
             except StoreUnavailable:
                 pass  # kept taken: stricter, never looser
 
-    def refund_later(self, tokens: tuple[tuple[LimitStore, tuple[Any, ...]], ...]) -> None:
-        """Give charges back from a thread of its own: called on a relay thread, which must not wait on I/O.
-        A refund that fails is dropped (the quota stays taken: stricter, never looser)."""
-        if self._refunder is None:
-            self._refunder = threading.Thread(target=self._refund_loop, name="mcp-guard-refunds", daemon=True)
-            self._refunder.start()
-        for item in tokens:
-            self._refunds.put(item)
+    def submit(self, charges: tuple[Charge, ...]) -> Future[Admission]:
+        """Queue an admission (called on a relay thread: it never waits); the future holds its answer."""
+        future: Future[Admission] = Future()
+        self._put(("admit", charges, future))
+        return future
 
-    def _refund_loop(self) -> None:
+    def refund_later(self, tokens: tuple[tuple[LimitStore, tuple[Any, ...]], ...]) -> None:
+        """Queue charges to give back (called on a relay thread, which must not wait on I/O). A refund that
+        fails is dropped: the quota stays taken, stricter, never looser."""
+        for store, store_tokens in tokens:
+            self._put(("refund", store, store_tokens))
+
+    def _put(self, item: Any) -> None:
+        if self._worker is None:
+            with self._worker_lock:
+                if self._worker is None:
+                    self._worker = threading.Thread(target=self._work_loop, name="mcp-guard-limits", daemon=True)
+                    self._worker.start()
+        self._work.put(item)
+
+    def _work_loop(self) -> None:
         while True:
-            item = self._refunds.get()
+            item = self._work.get()
             if item is None:
                 return
-            store, tokens = item
+            if item[0] == "admit":
+                _, charges, future = item
+                try:
+                    future.set_result(self.admit(charges))
+                except BaseException as exc:  # noqa: BLE001 - handed to the waiting call, which refuses
+                    future.set_exception(exc)
+                continue
+            _, store, tokens = item
             try:
                 store.refund(tokens)
             except StoreUnavailable as exc:
                 log.warning("could not give a charge back to the limit store %s: %s", store.url, exc)
 
     def close(self) -> None:
-        self._refunds.put(None)
+        self._work.put(None)
         for store in {id(self.global_store): self.global_store, id(self.user_store): self.user_store}.values():
             store.close()
 
