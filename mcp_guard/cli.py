@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+from typing import Any
 
 import click
 
@@ -61,10 +62,15 @@ def cli() -> None:
               help="After the client closes stdin, seconds to wait for answers still owed.")
 @click.option("--shutdown-grace", default=3.0, show_default=True, type=click.FloatRange(0),
               help="Seconds the server gets to exit after its stdin closes, before SIGTERM (then SIGKILL).")
+@click.option("--state", "state", default=None, metavar="URL", envvar="MCP_GUARD_STATE",
+              help="The limit store of global-scoped limits: sqlite:///path/to/state.db or redis://host:port/db. "
+                   "Also $MCP_GUARD_STATE, then the policy's \"state\"; default: a SQLite file in the user's "
+                   "state directory.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, policy_path: str | None, no_policy: bool, audit_path: str | None, log_level: str,
-        max_message_bytes: int, drain_timeout: float, shutdown_grace: float, command: tuple[str, ...]) -> None:
+        max_message_bytes: int, drain_timeout: float, shutdown_grace: float, state: str | None,
+        command: tuple[str, ...]) -> None:
     """Run COMMAND (an MCP stdio server) behind the policy: mcp-guard run --policy FILE COMMAND [ARGS...]
     (a `--` before COMMAND is optional)."""
     from .commandline import load_run_policy, policy_summary
@@ -83,6 +89,7 @@ def run(ctx: click.Context, policy_path: str | None, no_policy: bool, audit_path
 
     for finding in argument_annotations(policy):
         logging.getLogger("mcp_guard").warning("%s: %s", policy.source, finding)
+    shared = _open_shared(policy, state)
     from .audit import AuditLog
     from .guard import Guard
     from .relay import Options
@@ -96,7 +103,7 @@ def run(ctx: click.Context, policy_path: str | None, no_policy: bool, audit_path
                       answer_client=True) from None
     audit.record("start", policy=policy.source, command=list(command), version=__version__)
     options = Options(max_message_bytes, drain_timeout, shutdown_grace)
-    guard = Guard(policy, audit)
+    guard = Guard(policy, audit, shared=shared)
 
     def ended(status: int, how: str) -> None:
         # The session's last record: how it ended, and what was decided in it.
@@ -148,6 +155,76 @@ def explain(ctx: click.Context, policy_path: str, args_json: str | None, as_json
 
     from_environment = ctx.get_parameter_source("policy_path") == click.core.ParameterSource.ENVIRONMENT
     sys.exit(report(policy_path, tool, args_json, command, timeout, as_json, from_environment))
+
+
+def _open_shared(policy: Any, state: str | None) -> Any:
+    """The limit stores of the policy's user- and global-scoped limits, checked before the child starts.
+    A policy with session-scoped limits only imports and opens nothing (start-up stays as fast)."""
+    if state is None and os.environ.get("MCP_GUARD_STATE") == "":
+        raise Failure("MCP_GUARD_STATE is set but empty; unset it or name a store", 2, answer_client=True)
+    if not policy.shared_limits:
+        return None
+    from .limitstore import StoreURLError
+    from .sharedlimits import open_shared
+
+    try:
+        return open_shared(policy, state)
+    except StoreURLError as exc:
+        raise Failure(f"limit store: {exc}", 2, answer_client=True) from None
+
+
+@cli.command()
+@click.option("--state", "state", default=None, metavar="URL", envvar="MCP_GUARD_STATE",
+              help="The limit store (as for run): --state, $MCP_GUARD_STATE, the policy's \"state\", the default.")
+@click.option("--policy", "policy_path", envvar=POLICY_ENV, type=click.Path(dir_okay=False),
+              help="Show this policy's shared limits (and their user-scoped counters in the user's own store).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per counter.")
+@click.option("--reset", "reset_rule", default=None, metavar="RULE",
+              help="Forget what RULE's shared limits have taken (needs --policy).")
+def status(state: str | None, policy_path: str | None, as_json: bool, reset_rule: str | None) -> None:
+    """The shared limits' counters: what is taken in each window, what is left, when it frees up."""
+    from .commandline import load_policy
+    from .limitstore import StoreUnavailable, StoreURLError, default_url, open_store
+    from .sharedlimits import reset, state_url
+    from .sharedlimits import status as counters
+
+    policy = load_policy(policy_path, False) if policy_path else None
+    if reset_rule is not None and policy is None:
+        raise Failure("--reset needs the policy whose rule it is: --policy FILE", 2)
+    url = state or os.environ.get("MCP_GUARD_STATE") or (policy.state if policy else None) or default_url()
+    if policy is not None:
+        url = state_url(state, policy)
+    try:
+        store = open_store(url)
+        user_scoped = policy is not None and any(limit is not None and limit.scope == "user"
+                                                 for rule in policy.rules for limit in (rule.rate_limit, rule.budget))
+        user_store = open_store(default_url()) if user_scoped and url != default_url() else store
+    except StoreURLError as exc:
+        raise Failure(f"limit store: {exc}", 2, answer_client=True) from None
+    try:
+        if reset_rule is not None:
+            assert policy is not None
+            if not any(rule.key == reset_rule for rule in policy.rules):
+                raise Failure(f"the policy has no rule {reset_rule!r}", 2)
+            removed = reset(policy, reset_rule, store, user_store)
+            click.echo(f"reset {reset_rule}: {removed} entr{'y' if removed == 1 else 'ies'} removed")
+            return
+        rows = counters(policy, store, user_store)
+    except StoreUnavailable as exc:
+        raise Failure(f"the limit store is unavailable: {exc}", 1) from None
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    if not rows:
+        click.echo(f"no shared limits in {url}" if policy is None else
+                   f"{policy.source}: no user- or global-scoped limits")
+        return
+    for row in rows:
+        frees = f", frees up in {row['frees_in']:.0f} s" if row["frees_in"] is not None else ""
+        who = f"user {row['user']}" if "user" in row else row["scope"]
+        click.echo(f"{row['rule']} {row['limit']} ({who}, {row['policy']}): {row['used']:g} of {row['max']:g} "
+                   f"taken in {row['window']:g} s, {row['left']:g} left{frees}")
 
 
 @cli.command()

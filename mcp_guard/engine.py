@@ -42,6 +42,10 @@ class Charge:
     amount: float
     at: float
     window: float = 0.0  # the limit's window, which sizes how its usage is kept
+    # "session": checked here, against the SessionState. "user" or "global": not checked here; the caller
+    # must have a limit store admit it (limitstore.py) before the call is allowed, against `max`.
+    scope: str = "session"
+    max: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +184,8 @@ class SessionState:
     def record(self, charges: tuple[Charge, ...]) -> None:
         """Take what an allowed call charges (old entries are forgotten by `entries`, at each decision)."""
         for charge in charges:
+            if charge.scope != "session":
+                continue
             key = (charge.rule, charge.limit)
             usage = self.usage.get(key)
             if usage is None:
@@ -189,6 +195,8 @@ class SessionState:
     def refund(self, charges: tuple[Charge, ...]) -> None:
         """A call the upstream refused gives back what it took."""
         for charge in charges:
+            if charge.scope != "session":
+                continue
             usage = self.usage.get((charge.rule, charge.limit))
             if usage is not None:
                 usage.remove(charge.at, charge.amount)
@@ -224,13 +232,14 @@ def decide(policy: Policy, call: ToolCall, state: SessionState, now: float) -> D
     # call but charged nothing again; a cost that could never fit is refused in every round.
     if rule.rate_limit is not None and not call.continuation:
         limit = rule.rate_limit
-        used = state.entries(rule.key, "rate_limit", now, limit.window)
-        if used.total + 1 > limit.max:
-            retry = used.retry_after(limit.max - 1, now, limit.window) if limit.max > 0 else None
-            return Decision("deny", rule.key,
-                            f"rate limit reached: at most {limit.max} call(s) per {limit.window:g} s",
-                            retry, "rate_limit")
-        charges.append(Charge(rule.key, "rate_limit", 1, now, limit.window))
+        if limit.scope != "session":
+            charges.append(Charge(rule.key, "rate_limit", 1, now, limit.window, limit.scope, limit.max))
+        else:
+            used = state.entries(rule.key, "rate_limit", now, limit.window)
+            if used.total + 1 > limit.max:
+                retry = used.retry_after(limit.max - 1, now, limit.window) if limit.max > 0 else None
+                return limit_refusal(rule, "rate_limit", used.total, 1, retry)
+            charges.append(Charge(rule.key, "rate_limit", 1, now, limit.window))
     if rule.budget is not None:
         budget = rule.budget
         cost = _cost(arguments, budget.cost)
@@ -240,13 +249,14 @@ def decide(policy: Policy, call: ToolCall, state: SessionState, now: float) -> D
             return Decision("deny", rule.key,
                             f"cost {cost:g} is more than the whole budget of {budget.max:g} per "
                             f"{budget.window:g} s", None, "budget")
-        if not call.continuation:
+        if not call.continuation and budget.scope != "session":
+            if cost > 0:
+                charges.append(Charge(rule.key, "budget", cost, now, budget.window, budget.scope, budget.max))
+        elif not call.continuation:
             used = state.entries(rule.key, "budget", now, budget.window)
             if used.total + cost > budget.max:
                 retry = used.retry_after(budget.max - cost, now, budget.window)
-                return Decision("deny", rule.key,
-                                f"budget exhausted: {used.total:g} of {budget.max:g} spent in the last "
-                                f"{budget.window:g} s, this call costs {cost:g}", retry, "budget")
+                return limit_refusal(rule, "budget", used.total, cost, retry)
             if cost > 0:  # a free call takes nothing, and leaves no entry to keep
                 charges.append(Charge(rule.key, "budget", cost, now, budget.window))
     if rule.action == "require_approval":
@@ -254,6 +264,25 @@ def decide(policy: Policy, call: ToolCall, state: SessionState, now: float) -> D
                         rule.reason or f"calls to {call.name} need a human's approval, and mcp-guard "
                                        "cannot obtain approval yet", kind="policy", charges=())
     return Decision("allow", rule.key, charges=tuple(charges))
+
+
+def limit_refusal(rule: Rule, limit: str, used: float, amount: float, retry_after: float | None) -> Decision:
+    """The refusal of a call that does not fit in a limit, whichever scope keeps it (a limit store's
+    answer is worded like the session's)."""
+    if limit == "rate_limit":
+        assert rule.rate_limit is not None
+        return Decision("deny", rule.key, f"rate limit reached: at most {rule.rate_limit.max} call(s) per "
+                                          f"{rule.rate_limit.window:g} s{_scope_words(rule.rate_limit.scope)}",
+                        retry_after, "rate_limit")
+    assert rule.budget is not None
+    budget = rule.budget
+    return Decision("deny", rule.key,
+                    f"budget exhausted: {used:g} of {budget.max:g} spent in the last {budget.window:g} s"
+                    f"{_scope_words(budget.scope)}, this call costs {amount:g}", retry_after, "budget")
+
+
+def _scope_words(scope: str) -> str:
+    return {"user": " by this user's sessions", "global": " by every session sharing the limit"}.get(scope, "")
 
 
 def _default_decision(policy: Policy, call: ToolCall) -> Decision:

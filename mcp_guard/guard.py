@@ -12,14 +12,17 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import wire
-from .actions import ClientAction, Drop, Forward, Reply
+from .actions import ClientAction, Defer, Drop, Forward, Reply
 from .argcheck import ArgumentChecks
 from .audit import AuditLog
 from .engine import Charge, Decision, SessionState, ToolCall, decide, select_rule, visible
 from .policy import Policy
+
+if TYPE_CHECKING:
+    from .sharedlimits import SharedLimits
 
 log = logging.getLogger("mcp_guard")
 
@@ -57,6 +60,8 @@ class CallWatch:
     request_line: bytes = b""
     rule: str | None = None
     since: float | None = None  # when it was decided, for the --log-level info line; None: not logged
+    refund: str = "protocol_error"  # the rule's "refund": which failed answers give the quota back
+    shared_tokens: tuple[Any, ...] = ()  # what a limit store took (sharedlimits.Admission.tokens)
 
 
 @dataclass(slots=True)
@@ -99,8 +104,13 @@ def _carries_stateless_version(msg: wire.Message) -> bool:
 
 class Guard:
     def __init__(self, policy: Policy, audit: AuditLog | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, shared: SharedLimits | None = None) -> None:
         self.policy = policy
+        if shared is None and policy.shared_limits:
+            from .sharedlimits import in_memory
+
+            shared = in_memory(policy)
+        self.shared = shared  # the limit stores of user- and global-scoped limits
         self.audit = audit or AuditLog(None)
         self.clock = clock
         self.state = SessionState()
@@ -202,6 +212,8 @@ class Guard:
         decision = decide(self.policy, ToolCall(name, arguments, continuation, checked is not None,
                                                 checked[0] if checked is not None else None), self.state, now)
         self.counts[decision.action] = self.counts.get(decision.action, 0) + 1
+        if decision.allowed and self.shared is not None and any(c.scope != "session" for c in decision.charges):
+            return self._shared_call(msg, name, arguments, decision, now)
         if self.audit.enabled:
             self.audit.record("call", request_id=msg.id, tool=name, **decision.as_record(),
                               argument_keys=sorted(arguments) if arguments else [])
@@ -210,7 +222,7 @@ class Guard:
                 self.state.record(decision.charges)
                 assert msg.id_key is not None
                 watch = CallWatch(name, decision.charges, msg.id_key, request_line=msg.raw, rule=decision.rule,
-                                  since=now if self.log_calls else None)
+                                  since=now if self.log_calls else None, refund=self._refund_mode(name))
                 self._charged_calls[msg.id_key] = watch
                 return Forward(watch=watch)
             return Forward(watch=TimedCall(name, decision.rule, now) if self.log_calls else None)
@@ -221,6 +233,48 @@ class Guard:
             return self._hidden_call(msg, name, params)
         _log_call(logging.WARNING, name, decision.action, decision.rule, elapsed, f"refused: {decision.reason}")
         return Reply(self._refusal(msg, name, decision))
+
+    def _refund_mode(self, name: str) -> str:
+        rule = select_rule(self.policy, name)
+        return rule.refund if rule is not None else "protocol_error"
+
+    def _shared_call(self, msg: wire.Message, name: str, arguments: Any, decision: Decision, now: float) -> Defer:
+        """A call under a user- or global-scoped limit: the store's round trip is I/O, so it is made by the
+        limits' worker thread, in the order the calls came, while the relay moves other messages (Defer);
+        what it changes here is changed when it is settled, with the relay's lock held like every other
+        interceptor call. Session limits of the same rule are taken now, and given back if the store
+        refuses."""
+        shared = self.shared
+        assert shared is not None and msg.id_key is not None
+        self.state.record(decision.charges)
+        id_key = msg.id_key
+        pending = shared.submit(decision.charges)
+
+        async def admit() -> Any:
+            import anyio.to_thread
+
+            return await anyio.to_thread.run_sync(pending.result)
+
+        def settle(admission: Any) -> ClientAction:
+            final = admission.refusal or decision
+            if self.audit.enabled:
+                extra: dict[str, Any] = {"store_error": admission.store_error} if admission.store_error else {}
+                self.audit.record("call", request_id=msg.id, tool=name, **final.as_record(),
+                                  argument_keys=sorted(arguments) if arguments else [], **extra)
+            if admission.refusal is not None:
+                self.counts[decision.action] -= 1
+                self.counts[final.action] = self.counts.get(final.action, 0) + 1
+                self.state.refund(decision.charges)
+                _log_call(logging.WARNING, name, final.action, final.rule, self.clock() - now,
+                          f"refused: {final.reason}")
+                return Reply(self._refusal(msg, name, final))
+            watch = CallWatch(name, decision.charges, id_key, request_line=msg.raw, rule=decision.rule,
+                              since=now if self.log_calls else None, refund=self._refund_mode(name),
+                              shared_tokens=admission.tokens)
+            self._charged_calls[id_key] = watch
+            return Forward(watch=watch)
+
+        return Defer(admit, settle)
 
     def _refusal(self, msg: wire.Message, name: str, decision: Decision) -> bytes:
         text = f"mcp-guard refused the call to {name}: {decision.reason}"
@@ -268,8 +322,12 @@ class Guard:
             # client did not cancel and during which the server asked the client nothing. Everything
             # else keeps its share: a result with isError (the tool ran and may have done its work
             # first), other errors (a failure after the work, or an error the client itself caused).
-            if code in REFUND_CODES and not watch.cancelled and not watch.started:
+            failed = code in REFUND_CODES or (watch.refund == "error" and (
+                error is not None or (isinstance(result, dict) and result.get("isError") is True)))
+            if failed and not watch.cancelled and not watch.started:
                 self.state.refund(watch.charges)
+                if watch.shared_tokens and self.shared is not None:
+                    self.shared.refund_later(watch.shared_tokens)
                 self.audit.record("refund", tool=watch.tool, request_id=msg.id)
             elif isinstance(result, dict) and result.get("resultType") == "input_required":
                 state = result.get("requestState")
@@ -283,7 +341,7 @@ class Guard:
 
     def upstream_request(self, msg: wire.Message) -> None:
         # Sampling, elicitation, roots: the server is working on whatever is in flight.
-        for watch in self._charged_calls.values():
+        for watch in tuple(self._charged_calls.values()):  # a deferred decision may add one meanwhile
             watch.started = True
 
     def upstream_answer_lost(self, watch: Any) -> None:

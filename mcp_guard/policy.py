@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 Action = Literal["allow", "deny", "require_approval", "hide"]
+Scope = Literal["session", "user", "global"]
+Refund = Literal["protocol_error", "error"]
 ACTIONS: tuple[Action, ...] = ("allow", "require_approval", "deny", "hide")
 # The tie-breaker between equally specific rules: the more restrictive action wins.
 RESTRICTIVENESS: dict[str, int] = {action: rank for rank, action in enumerate(ACTIONS)}
@@ -56,6 +58,7 @@ class PolicyError(Exception):
 class RateLimit:
     max: int
     window: float
+    scope: Scope = "session"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,7 @@ class Budget:
     max: float
     window: float
     cost: str  # a JSON Pointer into the call's arguments
+    scope: Scope = "session"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,7 @@ class Rule:
     budget: Budget | None = None
     arguments: Any = None  # a JSON Schema, or None
     origin: str = "rules"  # "rules" or "hide": where the policy file says it
+    refund: Refund = "protocol_error"  # which failed calls give their quota back
 
     @property
     def is_glob(self) -> bool:
@@ -108,11 +113,23 @@ class Policy:
     _key_plans: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _matches: dict[str, tuple[Rule, ...]] = field(default_factory=dict, repr=False, compare=False)
     limits: Limits = Limits()
+    # The shared limit store (docs/scaling.md): the policy's name for its counters, the store it names,
+    # and what a call under a shared limit gets while the store cannot be reached.
+    name: str | None = None
+    state: str | None = None
+    on_store_error: Literal["deny", "allow"] = "deny"
+
+    @property
+    def shared_limits(self) -> bool:
+        """Whether any rule keeps a limit in a store (user or global scope), not only in the session."""
+        return any((rule.rate_limit is not None and rule.rate_limit.scope != "session")
+                   or (rule.budget is not None and rule.budget.scope != "session") for rule in self.rules)
 
     @classmethod
     def build(cls, source: str, default: Action = "allow", rules: tuple[Rule, ...] = (),
               default_reason: str | None = None, description: str | None = None, raw: Any = None,
-              limits: Limits | None = None) -> Policy:
+              limits: Limits | None = None, name: str | None = None, state: str | None = None,
+              on_store_error: Literal["deny", "allow"] = "deny") -> Policy:
         exact: dict[str, list[Rule]] = {}
         globs: list[tuple[Rule, re.Pattern[str]]] = []
         for rule in rules:
@@ -121,7 +138,8 @@ class Policy:
             else:
                 exact.setdefault(rule.key, []).append(rule)
         return cls(source, default, default_reason, description, rules, raw,
-                   {k: tuple(v) for k, v in exact.items()}, tuple(globs), limits=limits or Limits())
+                   {k: tuple(v) for k, v in exact.items()}, tuple(globs), limits=limits or Limits(),
+                   name=name, state=state, on_store_error=on_store_error)
 
     def matching_rules(self, name: str) -> tuple[Rule, ...]:
         """Every rule whose key matches `name`, most decisive first (the precedence order)."""
@@ -468,17 +486,28 @@ def _build(data: dict[str, Any], text: str, file: str) -> Policy:
             key=key,
             action=spec.get("action", "allow"),
             reason=spec.get("reason"),
-            rate_limit=RateLimit(rate["max"], float(rate["window"])) if rate else None,
-            budget=Budget(budget["max"], float(budget["window"]), budget["cost"]) if budget else None,
+            rate_limit=RateLimit(rate["max"], float(rate["window"]), rate.get("scope", "session")) if rate else None,
+            budget=Budget(budget["max"], float(budget["window"]), budget["cost"],
+                          budget.get("scope", "session")) if budget else None,
             arguments=arguments,
+            refund=spec.get("refund", "protocol_error"),
         ))
     for key in data.get("hide") or ():
         rules.append(Rule(key=key, action="hide", origin="hide"))
+    state = data.get("state")
+    if state is not None:
+        from .limitstore import StoreURLError, parse_url
+
+        try:
+            parse_url(state)
+        except StoreURLError as exc:
+            raise PolicyError(file, str(exc), "$.state", _line_of(text, ["state"])) from None
     limits, defaults = data.get("limits") or {}, Limits()
     return Policy.build(file, data.get("default", "allow"), tuple(rules),
                         data.get("default_reason"), data.get("description"), data,
                         Limits(limits.get("max_argument_bytes", defaults.max_argument_bytes),
-                               float(limits.get("argument_check_seconds", defaults.argument_check_seconds))))
+                               float(limits.get("argument_check_seconds", defaults.argument_check_seconds))),
+                        name=data.get("name"), state=state, on_store_error=data.get("on_store_error", "deny"))
 
 
 def _check_argument_schema(arguments: Any, file: str, text: str, key: str) -> None:

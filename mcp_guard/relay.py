@@ -417,41 +417,51 @@ class Relay:
     async def _decide_later(self, msg: wire.Message, deferred: Defer, entry: Pending) -> None:
         key = msg.id_key
         assert key is not None
-        result: Any = None
-        failed = False
-        with anyio.CancelScope() as scope:
-            entry.scope = scope
-            if self.pending_requests.get(key) is not entry:
-                # Cancelled by the client before this task started: the decision still runs (cancelled at
-                # once), so that whatever it must clean up is cleaned up.
-                scope.cancel()
-            try:
-                result = await deferred.decision()
-            except Exception:
-                log.exception("mcp-guard could not decide on %s; refusing it", msg.method)
-                failed = True
-        if scope.cancel_called:
-            return  # the client cancelled the request: it is never forwarded, nor answered
-        # No await between the decision's return and its settling (Defer's contract).
-        with self._locked():
-            if self.pending_requests.get(key) is not entry:
-                return  # answered meanwhile (the upstream died, the drain gave up, or the client cancelled)
-            self._pop_pending(key)
-            action: ClientAction
-            if failed:
-                action = Reply(wire.error_response(
-                    msg.id, wire.INTERNAL_ERROR, "mcp-guard could not decide on this request; it was not sent"))
-            elif deferred.settle is not None:
+        while True:
+            result: Any = None
+            failed = False
+            with anyio.CancelScope() as scope:
+                entry.scope = scope
+                if self.pending_requests.get(key) is not entry:
+                    # Cancelled by the client before this task started: the decision still runs (cancelled at
+                    # once), so that whatever it must clean up is cleaned up.
+                    scope.cancel()
                 try:
-                    action = deferred.settle(result)
+                    result = await deferred.decision()
                 except Exception:
                     log.exception("mcp-guard could not decide on %s; refusing it", msg.method)
+                    failed = True
+            if scope.cancel_called:
+                return  # the client cancelled the request: it is never forwarded, nor answered
+            # No await between the decision's return and its settling (Defer's contract).
+            with self._locked():
+                if self.pending_requests.get(key) is not entry:
+                    return  # answered meanwhile (the upstream died, the drain gave up, or the client cancelled)
+                self._pop_pending(key)
+                action: ClientAction
+                if failed:
                     action = Reply(wire.error_response(
                         msg.id, wire.INTERNAL_ERROR, "mcp-guard could not decide on this request; it was not sent"))
-            else:
-                action = result
-            self._apply(msg, action)
-        await self._write_from_loop()
+                elif deferred.settle is not None:
+                    try:
+                        action = deferred.settle(result)
+                    except Exception:
+                        log.exception("mcp-guard could not decide on %s; refusing it", msg.method)
+                        action = Reply(wire.error_response(
+                            msg.id, wire.INTERNAL_ERROR, "mcp-guard could not decide on this request; it was not sent"))
+                else:
+                    action = result
+                if isinstance(action, Defer):
+                    # Settled into another wait (an argument check done, a limit store still to ask): the id
+                    # stays reserved, and this task waits again.
+                    assert msg.method is not None
+                    entry = Pending(msg.id, msg.method, forwarded=False)
+                    self._add_pending(key, entry)
+                    deferred = action
+                    continue
+                self._apply(msg, action)
+            await self._write_from_loop()
+            return
 
     def _apply(self, msg: wire.Message, action: ClientAction) -> None:
         assert msg.id_key is not None and msg.method is not None

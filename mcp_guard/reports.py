@@ -20,8 +20,9 @@ from .commandline import Failure
 from .engine import SessionState, ToolCall, decide, select_rule
 from .policy import Policy, PolicyError, Rule, load
 
-# Rate limits and budgets count per session: one mcp-guard process, one client, one server.
-SCOPE = "per session"
+# Where a limit counts (docs/scaling.md): one session (one mcp-guard process), every mcp-guard of this OS
+# user on this machine, or every mcp-guard sharing the limit store.
+SCOPES = {"session": "per session", "user": "per OS user (shared store)", "global": "global (shared store)"}
 
 GROUPS = ("hidden", "denied", "needs approval", "limited", "constrained", "allowed by a rule",
           "allowed by default")
@@ -32,10 +33,10 @@ def limit_lines(rule: Rule) -> list[str]:
     lines: list[str] = []
     if rule.rate_limit is not None:
         lines.append(f"rate limit: at most {rule.rate_limit.max} call(s) per {rule.rate_limit.window:g} s, "
-                     f"{SCOPE}")
+                     f"{SCOPES[rule.rate_limit.scope]}")
     if rule.budget is not None:
-        lines.append(f"budget: {rule.budget.max:g} per {rule.budget.window:g} s, {SCOPE}; each call costs the "
-                     f"number at {rule.budget.cost} in its arguments")
+        lines.append(f"budget: {rule.budget.max:g} per {rule.budget.window:g} s, {SCOPES[rule.budget.scope]}; "
+                     f"each call costs the number at {rule.budget.cost} in its arguments")
     if rule.arguments is not None:
         properties = rule.arguments.get("properties") if isinstance(rule.arguments, dict) else None
         names = f" ({', '.join(properties)})" if isinstance(properties, dict) and properties else ""

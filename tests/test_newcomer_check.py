@@ -19,6 +19,9 @@ REPLAY = [sys.executable, str(SERVERS / "replay_server.py")]  # the real llm-cli
 ERROR = "mcp-guard: error: "
 
 
+POLICY_SCHEMA = json.loads((Path(__file__).parent.parent / "mcp_guard" / "policy.schema.json").read_text())
+
+
 def mcp_guard(*args: str, cwd: Path | None = None, merge: bool = False) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_GUARD_")}
     proc = subprocess.run([*guard_command(), *args], stdout=subprocess.PIPE,
@@ -78,7 +81,7 @@ def test_run_reports_the_first_problem_on_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [
         f"{ERROR}policy error: {path}:3: at $: unknown key 'defualt' (did you mean 'default'? known keys: "
-        "$schema, default, default_reason, description, hide, rules, version)"]
+        f"{', '.join(sorted(POLICY_SCHEMA['properties']))})"]
 
 
 @pytest.mark.parametrize("key", ["admin_[x", "tool_[!", "a[b"])
