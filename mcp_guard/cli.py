@@ -185,12 +185,29 @@ def call(policy_path: str | None, args_json: str | None, as_json: bool, timeout:
     sys.exit(call_tool(policy_path, tool, args_json, command, as_json, timeout))
 
 
-@cli.command()
-def schema() -> None:
-    """Print the policy file's JSON Schema (for editors and CI)."""
-    from .policy import schema as policy_schema
+@cli.command(cls=ServerCommand, leading=1)
+@click.argument("tests_file", type=click.Path(dir_okay=False))
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False), help="Also write JUnit XML to this file.")
+@click.option("--offline", is_flag=True, help="Ask the policy alone (as explain does); start no server.")
+def test(tests_file: str, command: tuple[str, ...], junit_path: str | None, offline: bool) -> None:
+    """Run the policy tests in TESTS_FILE (JSON or YAML; `mcp-guard schema --tests`) through mcp-guard run
+    in front of the file's server, or COMMAND (a `--` before it is optional). Exit status: 0 all passed,
+    1 any failed, 2 bad file or input."""
+    from .policytests import run_tests
 
-    click.echo(json.dumps(policy_schema(), indent=2))
+    sys.exit(run_tests(tests_file, command, junit_path, offline))
+
+
+@cli.command()
+@click.option("--tests", "tests_schema", is_flag=True,
+              help="The test file's schema (mcp-guard test), not the policy's.")
+def schema(tests_schema: bool) -> None:
+    """Print the policy file's JSON Schema (for editors and CI); --tests: the test file's."""
+    from .policy import schema as policy_schema
+    from .policytests import schema as test_file_schema
+
+    click.echo(json.dumps(test_file_schema() if tests_schema else policy_schema(), indent=2))
 
 
 def main(argv: list[str] | None = None) -> None:
