@@ -126,8 +126,8 @@ class GuardedSession:
             return ""
         return " | ".join(text.strip().splitlines()[-lines:])
 
-    def _failed(self, what: str) -> SessionError:
-        tail = self.stderr_tail()
+    def _failed(self, what: str, with_stderr: bool = True) -> SessionError:
+        tail = self.stderr_tail() if with_stderr else ""
         return SessionError(what + (f" (stderr: {tail})" if tail else ""))
 
     def request(self, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -172,8 +172,14 @@ class GuardedSession:
     def initialize(self) -> None:
         _, answer = self.request("initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
                                                 "clientInfo": {"name": "mcp-guard-test", "version": "1"}})
-        if "error" in answer:
-            raise self._failed(f"the server refused initialize: {json.dumps(answer['error'])}")
+        error = answer.get("error")
+        if error is not None:
+            message = error.get("message") if isinstance(error, dict) else None
+            if isinstance(message, str) and message.startswith("mcp-guard: "):
+                # `run` could not start (startup.answer_first_request): it tells its client why.
+                raise self._failed(f"mcp-guard run did not start: {message.removeprefix('mcp-guard: ')}",
+                                   with_stderr=False)
+            raise self._failed(f"the server refused initialize: {json.dumps(error)}")
         self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
     def list_tools(self) -> list[str]:

@@ -99,6 +99,8 @@ def read_test_file(path: str) -> TestFile:
         if error.validator == "oneOf":
             message = ('a test is either {"call": TOOL, "expect": OUTCOME, ...} or {"list": true, '
                        '"expect_absent": [...]}, and "expect_last" needs "repeat"')
+        elif error.validator == "dependentRequired":
+            message = '"expect_last" needs "repeat"'
         else:
             message = error.message
         raise Failure(f"{path}: at {where}: {message}", 2)
