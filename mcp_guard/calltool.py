@@ -109,6 +109,8 @@ class GuardedSession:
         threading.Thread(target=self._read, daemon=True).start()
         self._next_id = 0
         self._closed = False
+        self._audit_offset = 0
+        self._decisions: dict[Any, dict[str, Any]] = {}
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -205,17 +207,24 @@ class GuardedSession:
         return judge(tool, record, answer)
 
     def _decision_record(self, request_id: int) -> dict[str, Any]:
-        # Written (line-buffered) before the answer was relayed, so it is there by now.
+        # Written (line-buffered) before the answer was relayed, so it is there by now. Read on from where
+        # the last look stopped: a file of many calls is read once, not once per call.
         try:
             with open(self.audit_path, encoding="utf-8") as audit:
-                for line in audit:
+                audit.seek(self._audit_offset)
+                while line := audit.readline():
+                    if not line.endswith("\n"):
+                        break  # a record still being written: read it whole next time
+                    self._audit_offset = audit.tell()
                     record = json.loads(line)
-                    if record.get("event") == "call" and record.get("request_id") == request_id:
-                        assert isinstance(record, dict)
-                        return record
+                    if isinstance(record, dict) and record.get("event") == "call":
+                        self._decisions[record.get("request_id")] = record
         except (OSError, ValueError):
             pass
-        raise self._failed(f"mcp-guard wrote no decision record for request {request_id}")
+        found = self._decisions.pop(request_id, None)
+        if found is None:
+            raise self._failed(f"mcp-guard wrote no decision record for request {request_id}")
+        return found
 
     def close(self) -> None:
         if self._closed:

@@ -73,6 +73,7 @@ class Result:
     name: str
     passed: bool
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # shown after a passing line, e.g. a server's error
     seconds: float = 0.0
 
 
@@ -249,6 +250,9 @@ class Runner:
                 result.problems.append(f"{which}expected {wanted}, happened {describe(called)}")
                 return
         assert called is not None
+        if called.outcome == ALLOWED and called.server_error:
+            # Allowed means it reached the server; whether the server liked it is worth saying.
+            result.notes.append(f"the server answered with an error: {called.text[:120]!r}")
         if "reason_contains" in test and test["reason_contains"] not in called.reason:
             result.problems.append(f"expected the reason to contain {test['reason_contains']!r}, "
                                    f"happened {describe(called)}")
@@ -299,6 +303,8 @@ def run_tests(tests_file: str, command: tuple[str, ...], junit: str | None, offl
             line = f"{PASS if result.passed else FAIL} {result.name}"
             if result.problems:
                 line += ": " + "; ".join(result.problems)
+            elif result.notes:
+                line += " (" + "; ".join(result.notes) + ")"
             click.echo(line)
     finally:
         runner.close()
@@ -311,9 +317,10 @@ def run_tests(tests_file: str, command: tuple[str, ...], junit: str | None, offl
 
 def _relative(path: Path) -> str:
     try:
-        return os.path.relpath(path)
+        relative = os.path.relpath(path)
     except ValueError:
         return str(path)
+    return str(path) if relative.startswith("..") else relative
 
 
 def write_junit(path: str, tests_file: str, results: list[Result], seconds: float, offline: bool) -> None:

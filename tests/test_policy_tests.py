@@ -109,6 +109,14 @@ def test_allowed_means_it_reached_the_server_and_refused_means_it_did_not(tmp_pa
     assert prompts == ["first", "second"]
 
 
+def test_allowed_is_reaching_the_server_and_its_error_is_noted(tmp_path: Path) -> None:
+    file = write_tests(tmp_path, [{"call": "no_such_tool", "expect": "allowed"}], server=SERVER)
+    proc = guard_test(tmp_path, str(file))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[1] == ("✓ no_such_tool -> allowed (the server answered with an error: "
+                                           "'Unknown tool: no_such_tool')")
+
+
 def test_offline_asks_the_policy_alone_and_says_so(tmp_path: Path) -> None:
     junit = tmp_path / "junit.xml"
     proc = guard_test(tmp_path, str(QUICKSTART), "--offline", "--junit", str(junit))
