@@ -104,6 +104,8 @@ class GuardedSession:
                                             cwd=cwd, env=env)
         except OSError as exc:
             self._directory.cleanup()
+            if self._held_stderr is not None:
+                self._held_stderr.close()
             raise SessionError(f"cannot start mcp-guard run: {exc.strerror or exc}") from None
         self._lines: queue.Queue[bytes] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -311,7 +313,8 @@ def call(policy_path: str, tool: str, args_json: str | None, command: tuple[str,
     except SessionError as exc:
         raise Failure(str(exc), 2) from None
     if as_json:
-        click.echo(json.dumps(called.answer.get("result", called.answer), ensure_ascii=False))
+        shown = called.answer["result"] if "result" in called.answer else {"error": called.answer.get("error")}
+        click.echo(json.dumps(shown, ensure_ascii=False))
     elif called.text:
         click.echo(called.text)
     if called.problem is not None:

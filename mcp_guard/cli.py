@@ -169,7 +169,7 @@ def explain(ctx: click.Context, policy_path: str | None, args_json: str | None, 
               help=f"Policy file. Also ${POLICY_ENV}; else the first found (docs/policy.md).")
 @click.option("--args", "args_json", default=None, help="The call's arguments as a JSON object.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON, not its text.")
-@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0),
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0, min_open=True),
               help="Seconds each answer (initialize, the call) may take.")
 @click.argument("tool")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
