@@ -4,13 +4,15 @@
 
 It lists the example server's tools directly and through `mcp-guard run --policy
 examples/policies/quickstart.json`, then makes a few calls through the guard: a hidden tool, a denied
-one, a rate-limited one and one with a bad argument.
+one, a rate-limited one and one with a bad argument. It ends by running the same expectations as a
+policy test (examples/quickstart.tests.json), as CI would: `mcp-guard test`.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -22,6 +24,7 @@ from mcp.client.stdio import StdioServerParameters
 HERE = Path(__file__).resolve().parent
 SERVER = [sys.executable, str(HERE / "llm_gateway_server.py")]
 POLICY = HERE / "policies" / "quickstart.json"
+TESTS = HERE / "quickstart.tests.json"
 
 
 def guard_command() -> list[str]:
@@ -77,5 +80,14 @@ async def main() -> None:
             print(f"  session end      {record['how']}: {record['calls']} call(s), {record['decisions']}")
 
 
+def policy_tests() -> int:
+    """The policy's expectations, checked the way CI checks them (docs/testing-policies.md)."""
+    test = guard_command() + ["test", str(TESTS), "--", *SERVER]
+    print("\nThe same, as a policy test: mcp-guard test examples/quickstart.tests.json")
+    sys.stdout.flush()
+    return subprocess.run(test, check=False).returncode
+
+
 if __name__ == "__main__":
     anyio.run(main)
+    sys.exit(policy_tests())

@@ -110,7 +110,9 @@ def run(ctx: click.Context, policy_path: str | None, no_policy: bool, audit_path
         audit.record("end", how=how, status=status, calls=sum(guard.counts.values()), decisions=guard.counts)
 
     try:
-        summary = policy_summary(policy) if not no_policy else "no policy (--no-policy): every message passes"
+        discovered = policy_path is None
+        summary = (policy_summary(policy, discovered) if not no_policy
+                   else "no policy (--no-policy): every message passes")
         status = run_relay(command, guard, options, started=lambda: _announce(summary), ended=ended)
     except StartError as exc:
         raise Failure(str(exc), exc.status, answer_client=True) from None
@@ -126,34 +128,46 @@ def run(ctx: click.Context, policy_path: str | None, no_policy: bool, audit_path
 
 
 @cli.command(cls=ServerCommand, leading=1)
-@click.argument("policy_file", type=click.Path(dir_okay=False))
+@click.argument("policy_file", required=False, type=click.Path(dir_okay=False))
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0),
               help="Seconds the whole listing may take (start, handshake, every page), however chatty the "
                    "server is.")
-def check(policy_file: str, command: tuple[str, ...], timeout: float) -> None:
+def check(policy_file: str | None, command: tuple[str, ...], timeout: float) -> None:
     """Validate and lint POLICY_FILE; with COMMAND (a `--` before it is optional), also compare it with the
-    server's real tools and show what the agent will see. Exit status: 0 clean, 1 warnings, 2 invalid."""
+    server's real tools and show what the agent will see. Without POLICY_FILE, the policy run would use
+    ($MCP_GUARD_POLICY, else the first found: see docs/policy.md). Exit status: 0 clean, 1 warnings,
+    2 invalid."""
+    from .commandline import find_policy
     from .reports import check as report
+
+    if policy_file is None:
+        policy_file, discovered = find_policy(os.environ.get(POLICY_ENV) or None, "POLICY_FILE")
+        _announce(f"checking {policy_file}" + (" (found: none named)" if discovered else f" (from ${POLICY_ENV})"))
 
     sys.exit(report(policy_file, command, timeout))
 
 
 @cli.command(cls=ServerCommand, leading=1)
-@click.option("--policy", "policy_path", envvar=POLICY_ENV, required=True, type=click.Path(dir_okay=False))
+@click.option("--policy", "policy_path", envvar=POLICY_ENV, type=click.Path(dir_okay=False),
+              help=f"Policy file. Also ${POLICY_ENV}; else the first found (docs/policy.md).")
 @click.option("--args", "args_json", default=None, help="The call's arguments as a JSON object.")
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as one JSON object, nothing else.")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the server's tool list.")
 @click.argument("tool")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def explain(ctx: click.Context, policy_path: str, args_json: str | None, as_json: bool, timeout: float, tool: str,
-            command: tuple[str, ...]) -> None:
+def explain(ctx: click.Context, policy_path: str | None, args_json: str | None, as_json: bool, timeout: float,
+            tool: str, command: tuple[str, ...]) -> None:
     """Show the decision for a call to TOOL and the rule that made it; with COMMAND, also whether the
     server offers TOOL. Exit status: 0 allowed, 1 refused, 2 bad input."""
+    from .commandline import find_policy
     from .reports import explain as report
 
     from_environment = ctx.get_parameter_source("policy_path") == click.core.ParameterSource.ENVIRONMENT
+    policy_path, discovered = find_policy(policy_path, "--policy FILE")
+    if discovered:
+        _announce(f"policy {policy_path} (found: no --policy named one)")
     sys.exit(report(policy_path, tool, args_json, command, timeout, as_json, from_environment))
 
 
@@ -227,12 +241,50 @@ def status(state: str | None, policy_path: str | None, as_json: bool, reset_rule
                    f"taken in {row['window']:g} s, {row['left']:g} left{frees}")
 
 
-@cli.command()
-def schema() -> None:
-    """Print the policy file's JSON Schema (for editors and CI)."""
-    from .policy import schema as policy_schema
+@cli.command(cls=ServerCommand, leading=1)
+@click.option("--policy", "policy_path", envvar=POLICY_ENV, type=click.Path(dir_okay=False),
+              help=f"Policy file. Also ${POLICY_ENV}; else the first found (docs/policy.md).")
+@click.option("--args", "args_json", default=None, help="The call's arguments as a JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON, not its text.")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Seconds each answer (initialize, the call) may take.")
+@click.argument("tool")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def call(policy_path: str | None, args_json: str | None, as_json: bool, timeout: float, tool: str,
+         command: tuple[str, ...]) -> None:
+    """Start COMMAND behind the policy (as `mcp-guard run` does), call TOOL once and print the result's
+    text. Exit status: 0 the call ran and succeeded, 1 the server answered with an error, 3 the policy
+    refused it (hidden, denied, limited, needs approval), 2 bad input."""
+    from .calltool import call as call_tool
+    from .commandline import find_policy
 
-    click.echo(json.dumps(policy_schema(), indent=2))
+    policy_path, _ = find_policy(policy_path, "--policy FILE")
+    sys.exit(call_tool(policy_path, tool, args_json, command, as_json, timeout))
+
+
+@cli.command(cls=ServerCommand, leading=1)
+@click.argument("tests_file", type=click.Path(dir_okay=False))
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False), help="Also write JUnit XML to this file.")
+@click.option("--offline", is_flag=True, help="Ask the policy alone (as explain does); start no server.")
+def test(tests_file: str, command: tuple[str, ...], junit_path: str | None, offline: bool) -> None:
+    """Run the policy tests in TESTS_FILE (JSON or YAML; `mcp-guard schema --tests`) through mcp-guard run
+    in front of the file's server, or COMMAND (a `--` before it is optional). Exit status: 0 all passed,
+    1 any failed, 2 bad file or input."""
+    from .policytests import run_tests
+
+    sys.exit(run_tests(tests_file, command, junit_path, offline))
+
+
+@cli.command()
+@click.option("--tests", "tests_schema", is_flag=True,
+              help="The test file's schema (mcp-guard test), not the policy's.")
+def schema(tests_schema: bool) -> None:
+    """Print the policy file's JSON Schema (for editors and CI); --tests: the test file's."""
+    from .policy import schema as policy_schema
+    from .policytests import schema as test_file_schema
+
+    click.echo(json.dumps(test_file_schema() if tests_schema else policy_schema(), indent=2))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -106,18 +106,74 @@ def misspelled_variables(environ: Mapping[str, str], known: set[str]) -> list[tu
     return found
 
 
-def policy_summary(policy: Any) -> str:
-    """The start-up line that says which policy is in force."""
+def policy_summary(policy: Any, discovered: bool = False) -> str:
+    """The start-up line that says which policy is in force (and that it was found, not named)."""
     hidden = sum(1 for rule in policy.rules if rule.action == "hide")
     rules = sum(1 for rule in policy.rules if rule.origin == "rules")
     return (f"policy {os.path.abspath(policy.source)}: {hidden} hidden, {rules} rule(s), "
-            f"default {policy.default}")
+            f"default {policy.default}" + (" (found there: no --policy named one)" if discovered else ""))
+
+
+# Where a policy is looked for when none is named (--policy, $MCP_GUARD_POLICY): the project's own file
+# first, then the user's. The first found is used; the start-up line names it.
+LOCAL_NAMES = ("mcp-guard.json", "mcp-guard.yaml", "mcp-guard.yml")
+USER_NAMES = ("policy.json", "policy.yaml", "policy.yml")
+
+
+def user_config_dir(environ: Mapping[str, str], platform: str) -> str:
+    """mcp-guard's directory in the user's configuration: $XDG_CONFIG_HOME/mcp-guard when set (on every
+    platform), else ~/.config/mcp-guard, ~/Library/Application Support/mcp-guard on macOS, and
+    %APPDATA%\\mcp-guard on Windows."""
+    home = environ.get("HOME") or os.path.expanduser("~")
+    base = environ.get("XDG_CONFIG_HOME") or ""
+    if not os.path.isabs(base):  # the XDG spec: a relative value is to be ignored
+        if platform.startswith("win"):
+            base = environ.get("APPDATA") or os.path.join(home, "AppData", "Roaming")
+        elif platform == "darwin":
+            base = os.path.join(home, "Library", "Application Support")
+        else:
+            base = os.path.join(home, ".config")
+    return os.path.join(base, "mcp-guard")
+
+
+def policy_places(environ: Mapping[str, str] | None = None, platform: str | None = None) -> list[str]:
+    """Every place a policy is looked for, in order."""
+    import sys
+
+    config = user_config_dir(os.environ if environ is None else environ, platform or sys.platform)
+    return [os.path.join(".", name) for name in LOCAL_NAMES] + [os.path.join(config, n) for n in USER_NAMES]
+
+
+def discover_policy() -> str | None:
+    """The first policy file found in `policy_places()`, or None."""
+    for place in policy_places():
+        if os.path.isfile(place):
+            return place
+    return None
+
+
+def places_in_words() -> str:
+    """The places looked in, short: ./mcp-guard.{json,yaml,yml} or /home/u/.config/mcp-guard/policy.{...}"""
+    config = os.path.dirname(policy_places()[-1])
+    return (f"./mcp-guard.{{json,yaml,yml}} or {os.path.join(config, 'policy')}.{{json,yaml,yml}}")
+
+
+def find_policy(path: str | None, what: str) -> tuple[str, bool]:
+    """`path` when given; else the discovered policy (and True: it was found, not named). Found nowhere:
+    a Failure naming the places looked in. `what` says how to name one instead ("--policy FILE")."""
+    if path is not None:
+        return path, False
+    found = discover_policy()
+    if found is None:
+        raise Failure(f"no policy: none named and none found in {places_in_words()}; give {what} or set "
+                      f"{POLICY_ENV}", 2)
+    return found, True
 
 
 def load_run_policy(path: str | None, no_policy: bool, from_environment: bool, command: tuple[str, ...]) -> Any:
-    """The policy `run` enforces. Without one the guard would relay everything: that must be asked for
-    (`--no-policy`), never the result of a typo in a variable's name or an option placed after the
-    server command."""
+    """The policy `run` enforces: the one named, else the first found in `policy_places()`. Without one
+    the guard would relay everything: that must be asked for (`--no-policy`), never the result of a typo
+    in a variable's name, an option placed after the server command or a missing file."""
     from .policy import allow_all
 
     if path is not None and no_policy:
@@ -126,11 +182,13 @@ def load_run_policy(path: str | None, no_policy: bool, from_environment: bool, c
     if no_policy:
         return allow_all("(no policy: --no-policy)")
     if path is None:
+        path = discover_policy()
+    if path is None:
         hint = ""
         if any(word == "--policy" or word.startswith("--policy=") for word in command):
             hint = " (--policy after the server command is the server's argument: put it before)"
-        raise Failure(f"no policy: give --policy FILE or set {POLICY_ENV}, or say --no-policy to relay "
-                      f"without one{hint}", 2, answer_client=True)
+        raise Failure(f"no policy: none named and none found in {places_in_words()}; give --policy FILE or "
+                      f"set {POLICY_ENV}, or say --no-policy to relay without one{hint}", 2, answer_client=True)
     return load_policy(path, from_environment, answer_client=True)
 
 

@@ -23,6 +23,9 @@ TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_GUARD_")}
+    # Policy discovery looks in the user's config directory: never the real one (the tests run in tmp_path,
+    # so ./mcp-guard.json is theirs too).
+    env["XDG_CONFIG_HOME"] = "/nonexistent/mcp-guard-tests-config"
     env.update(extra)
     return env
 
@@ -55,7 +58,8 @@ def test_run_without_any_policy_refuses_to_start(tmp_path: Path) -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("mcp-guard: error: no policy")
-    for name in ("--policy", "MCP_GUARD_POLICY", "--no-policy"):
+    for name in ("--policy", "MCP_GUARD_POLICY", "--no-policy", "./mcp-guard.{json,yaml,yml}",
+                 "/nonexistent/mcp-guard-tests-config/mcp-guard/policy.{json,yaml,yml}"):
         assert name in lines[0]
     assert not marker.exists() and proc.stdout == ""
 

@@ -22,3 +22,6 @@ def test_quickstart_shows_the_policy_applied() -> None:
     assert "rate limit reached: at most 2 call(s) per 60 s. Retry after 60 s." in out
     assert "llm_request      deny   rule=llm_request" in out
     assert "Traceback" not in result.stderr
+    # It ends with the policy test of examples/quickstart.tests.json, all passing.
+    assert "The same, as a policy test: mcp-guard test examples/quickstart.tests.json" in out
+    assert out.rstrip().endswith("6 passed, 0 failed")

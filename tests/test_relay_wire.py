@@ -382,10 +382,12 @@ def test_command_not_found(guard_cmd) -> None:
     assert err.startswith("mcp-guard: error:") and "definitely-not-a-command-mcp-guard-xyz" in err
 
 
-def test_no_double_dash_and_no_policy(guard_cmd) -> None:
+def test_no_double_dash_and_no_policy(guard_cmd, tmp_path) -> None:
     """`--` is optional, but a policy is not: without one (and without --no-policy) nothing starts."""
+    env = {k: v for k, v in os.environ.items() if k != "MCP_GUARD_POLICY"}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")  # discovery must find nothing: not the real ~/.config
     done = subprocess.run([*guard_cmd, "run", sys.executable, str(RAW[1])], input=b"", capture_output=True,
-                          timeout=20)
+                          timeout=20, cwd=tmp_path, env=env)
     assert done.returncode == 2
     assert done.stdout == b""
     err = done.stderr.decode()
