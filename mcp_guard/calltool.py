@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from .commandline import Failure
+from .commandline import Failure, parse_arguments
 
 DECISION_META = "mcp-guard/decision"  # guard.DECISION_META, without importing the relay to read it
 
@@ -281,18 +281,6 @@ def judge(tool: str, record: dict[str, Any], answer: dict[str, Any]) -> CallOutc
         called.problem = (f"the decision record says {outcome}, but the answer carries no matching refusal "
                           "from mcp-guard")
     return called
-
-
-def parse_arguments(args_json: str | None) -> dict[str, Any] | None:
-    if args_json is None:
-        return None
-    try:
-        arguments = json.loads(args_json)
-    except ValueError as exc:
-        raise Failure(f"--args is not valid JSON: {exc}", 2) from None
-    if not isinstance(arguments, dict):
-        raise Failure("--args must be a JSON object", 2)
-    return arguments
 
 
 def call(policy_path: str, tool: str, args_json: str | None, command: tuple[str, ...], as_json: bool,

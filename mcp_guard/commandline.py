@@ -7,6 +7,7 @@ The CLI (cli.py) only declares the commands; what their words mean is decided he
 from __future__ import annotations
 
 import difflib
+import json
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -204,3 +205,16 @@ def load_policy(path: str, from_environment: bool, answer_client: bool = False) 
         if from_environment and exc.problem == "no such file":
             message += f" (the path came from ${POLICY_ENV}, resolved in {os.getcwd()})"
         raise Failure(message, 2, answer_client=answer_client) from None
+
+
+def parse_arguments(args_json: str | None) -> dict[str, Any] | None:
+    """The JSON object given with --args, or a Failure (exit status 2) saying what is wrong with it."""
+    if args_json is None:
+        return None
+    try:
+        arguments = json.loads(args_json)
+    except ValueError as exc:
+        raise Failure(f"--args is not valid JSON: {exc}", 2) from None
+    if not isinstance(arguments, dict):
+        raise Failure("--args must be a JSON object", 2)
+    return arguments

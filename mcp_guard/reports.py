@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from .commandline import Failure
+from .commandline import Failure, parse_arguments
 from .engine import SessionState, ToolCall, decide, select_rule
 from .policy import Policy, PolicyError, Rule, load
 
@@ -176,14 +176,7 @@ def explain(policy_path: str, tool: str, args_json: str | None, command: tuple[s
     from .commandline import load_policy
 
     policy = load_policy(policy_path, policy_from_environment)
-    arguments = None
-    if args_json is not None:
-        try:
-            arguments = json.loads(args_json)
-        except ValueError as exc:
-            raise Failure(f"--args is not valid JSON: {exc}", 2) from None
-        if not isinstance(arguments, dict):
-            raise Failure("--args must be a JSON object", 2)
+    arguments = parse_arguments(args_json)
     rule = select_rule(policy, tool)
     offered: bool | None = None
     if command:

@@ -13,31 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from conftest import ROOT, SHARED
+from test_cli_policy import REPLAY  # the recorded listing, served by a few lines of Python
 from wireclient import guard_command
 
 from mcp_guard.policy import loads
 
 FIXTURE = SHARED / "fixtures" / "llm-cli-gateway-3.1.0-rc.8-tools-list.json"
 README = ROOT / "README.md"
-
-REPLAY = r'''
-import json, sys
-tools = json.load(open(sys.argv[1]))["tools"]
-for line in sys.stdin:
-    msg = json.loads(line)
-    if "id" not in msg:
-        continue
-    if msg["method"] == "initialize":
-        result = {"protocolVersion": msg["params"]["protocolVersion"], "capabilities": {"tools": {}},
-                  "serverInfo": {"name": "llm-cli-gateway-replay", "version": "3.1.0-rc.8"}}
-    elif msg["method"] == "tools/list":
-        result = {"tools": tools}
-    else:
-        result = {}
-    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}) + "\n")
-    sys.stdout.flush()
-'''
-
 
 def readme_policy() -> str:
     blocks = re.findall(r"```json\n(.*?)```", README.read_text(), re.DOTALL)
