@@ -370,6 +370,6 @@ def list_servers(config_path: str) -> list[ServerState]:
     return rows
 
 
-def _short(words: list[Any], width: int = 60) -> str:
+def _short(words: list[Any], width: int = 100) -> str:
     text = " ".join(str(word) for word in words)
     return text if len(text) <= width else text[:width - 3] + "..."
