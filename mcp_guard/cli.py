@@ -306,9 +306,12 @@ def wrap(config: str | None, server: str | None, policy_path: str | None, audit_
     if as_list:
         if server or policy_path or audit_path:
             raise Failure("--list takes no --server, --policy or --audit", 2)
+        rows = list_servers(config)
         click.echo(config)
-        for row in list_servers(config):
+        for row in rows:
             click.echo(f"  {row}")
+        if not rows:
+            click.echo("  (no servers in \"mcpServers\")")
         return
     if not server or not policy_path:
         raise Failure("wrap needs --server NAME and --policy FILE (or --list)", 2)

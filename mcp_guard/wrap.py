@@ -99,6 +99,11 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return seen
 
 
+def _not_json(word: str) -> Any:
+    # Python reads NaN and Infinity; JSON (and the clients) do not.
+    raise Failure(f"{word} is not JSON", 2)
+
+
 def detect_style(text: str, data: Any) -> Style:
     bom = text.startswith("\ufeff")
     body = text[1:] if bom else text
@@ -140,7 +145,7 @@ def read_config(path: str) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise Failure(f"{path}: cannot read it: {getattr(exc, 'strerror', None) or exc}", 2) from None
     try:
-        data = json.loads(text.lstrip("\ufeff"), object_pairs_hook=_no_duplicates)
+        data = json.loads(text.lstrip("\ufeff"), object_pairs_hook=_no_duplicates, parse_constant=_not_json)
     except json.JSONDecodeError as exc:
         raise Failure(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}; "
                       "the file is left as it is", 2) from None
@@ -158,10 +163,14 @@ def write_config(config: Config, data: dict[str, Any]) -> str:
     the config renamed over it (a crash leaves the old file or the new one, never half of one), with
     the old file's permissions (a config can hold API keys in env). Returns the backup's path."""
     backup = os.path.abspath(config.path) + ".bak"
-    mode = os.stat(config.real_path).st_mode & 0o7777
-    shutil.copy2(config.real_path, backup)
-    directory = os.path.dirname(config.real_path)
-    handle, temporary = tempfile.mkstemp(prefix=".mcp-guard-", suffix=".tmp", dir=directory)
+    try:
+        mode = os.stat(config.real_path).st_mode & 0o7777
+        shutil.copy2(config.real_path, backup)
+        handle, temporary = tempfile.mkstemp(prefix=".mcp-guard-", suffix=".tmp",
+                                             dir=os.path.dirname(config.real_path))
+    except OSError as exc:
+        raise Failure(f"{config.path}: cannot write it or its backup: {exc.strerror or exc}; "
+                      "the file is left as it is", 2) from None
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
             out.write(config.style.render(data))

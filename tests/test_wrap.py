@@ -194,6 +194,8 @@ BAD_POLICY = {"version": "1", "rules": {"x": {"action": "explode"}}}
     pytest.param('{"mcpServers": {"a": {"command": "x", "command": "y"}}}', ("--server", "a"),
                  "duplicate key 'command'", id="duplicate-key"),
     pytest.param('[1, 2]', ("--server", "a"), "top level is not an object", id="not-an-object"),
+    pytest.param('{"mcpServers": {"a": {"command": "x", "timeout": NaN}}}', ("--server", "a"), "NaN is not JSON",
+                 id="nan"),
     pytest.param(stringify(CURSOR), ("--server", "everything", "BAD"), "policy error", id="bad-policy"),
 ])
 def test_errors_leave_the_file_alone(text: str, args: tuple[str, ...], message: str, tmp_path: Path) -> None:
@@ -225,6 +227,8 @@ def test_missing_config_and_missing_options(tmp_path: Path) -> None:
     assert not (tmp_path / "none.json").exists()
     config = write(tmp_path / "mcp.json", stringify(CURSOR))
     assert guard("wrap", str(config), "--server", "everything").returncode == 2
+    empty = write(tmp_path / "empty.json", "{}\n")
+    assert guard("wrap", "--list", str(empty)).stdout.splitlines()[1] == '  (no servers in "mcpServers")'
     assert guard("wrap", "--list", str(config), "--server", "everything").returncode == 2
 
 
