@@ -141,7 +141,9 @@ def read_config(path: str) -> Config:
         with open(real_path, encoding="utf-8", newline="") as handle:
             text = handle.read()
     except FileNotFoundError:
-        raise Failure(f"{path}: no such file", 2) from None
+        hint = (" (Claude Desktop's config, looked for where the app keeps it: name CONFIG for another client "
+                "or place)") if path == default_config_path() else ""
+        raise Failure(f"{path}: no such file{hint}", 2) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise Failure(f"{path}: cannot read it: {getattr(exc, 'strerror', None) or exc}", 2) from None
     try:

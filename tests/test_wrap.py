@@ -126,6 +126,15 @@ def test_wrap_twice_changes_nothing_and_another_policy_updates(tmp_path: Path) -
     assert still.returncode == 0 and "not guarded" in still.stdout and config.read_bytes() == original
 
 
+def test_run_as_a_module_still_writes_the_console_script(tmp_path: Path) -> None:
+    """`python -m mcp_guard wrap`: the entry names the venv's mcp-guard script, not __main__.py."""
+    config = write(tmp_path / "mcp.json", stringify(CURSOR))
+    out = subprocess.run([sys.executable, "-m", "mcp_guard", "wrap", str(config), "--server", "everything",
+                          "--policy", str(QUICKSTART)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(config.read_text())["mcpServers"]["everything"]["command"] == guard_command()[0]
+
+
 def test_entry_without_args_comes_back_without_args(tmp_path: Path) -> None:
     shape = {"mcpServers": {"bare": {"command": "/opt/server", "env": {"A": "1"}}}}
     config = write(tmp_path / "mcp.json", stringify(shape))
@@ -270,7 +279,7 @@ def test_default_config_is_claude_desktops(tmp_path: Path) -> None:
     else:
         where = home / ".config" / "Claude" / "claude_desktop_config.json"
     missing = guard("wrap", "--list", env=env)
-    assert missing.returncode == 2 and str(where) in missing.stderr
+    assert missing.returncode == 2 and str(where) in missing.stderr and "name CONFIG" in missing.stderr
     config = write(where, stringify(CLAUDE_DESKTOP))
     assert guard("wrap", "--server", "llm-gateway", "--policy", str(QUICKSTART), env=env).returncode == 0
     listed = guard("wrap", "--list", env=env)
