@@ -203,7 +203,8 @@ def _run_options(entry: Mapping[str, Any]) -> list[str] | None:
     command, args = entry.get("command"), entry.get("args")
     if not isinstance(command, str) or not isinstance(args, list):
         return None
-    if os.path.basename(command) in GUARD_NAMES and args[:1] == ["run"]:
+    # A Windows path is recognised on any system: C:\Users\me\.mcp-guard\Scripts\mcp-guard.exe
+    if re.split(r"[\\/]", command)[-1].lower() in GUARD_NAMES and args[:1] == ["run"]:
         return args[1:]
     if args[:3] == ["-m", "mcp_guard", "run"]:
         return args[3:]
@@ -231,7 +232,8 @@ def guarded(entry: Mapping[str, Any]) -> Guarded | None:
     audit = _option(before, "--audit")
     record = entry.get(MARKER)
     wrapped = record.get("wrapped") if isinstance(record, dict) else None
-    if isinstance(wrapped, dict) and isinstance(wrapped.get("command"), str):
+    if (isinstance(wrapped, dict) and isinstance(wrapped.get("command"), str)
+            and isinstance(wrapped.get("args", []), list)):
         recorded_line = [wrapped["command"], *(wrapped.get("args") or [])]
         if not after or after == recorded_line:
             return Guarded(dict(wrapped), policy, audit, True)
@@ -339,7 +341,8 @@ def unwrap(config_path: str, server: str) -> str:
         else:
             restored[key] = value
     backup = write_config(config, _with_servers(config, server, restored))
-    how = "" if current.recorded else " (from its command line: mcp-guard's record of the original was gone)"
+    how = ("" if current.recorded else " (from its command line: mcp-guard's record of the original was gone, "
+           "or no longer matched what runs)")
     return f"{config.path}: unwrapped {server}{how} (backup: {backup}); restart the client to use it"
 
 

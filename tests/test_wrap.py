@@ -270,6 +270,34 @@ def test_unwrap_when_a_client_dropped_our_key(tmp_path: Path) -> None:
     assert json.loads(config.read_text()) == CLAUDE_CODE
 
 
+def test_an_edit_after_wrapping_survives_unwrap(tmp_path: Path) -> None:
+    """The server's arguments edited inside the wrapped entry, and its env changed: unwrap keeps both (what
+    runs wins over the record), rather than bringing back a stale copy."""
+    config = write(tmp_path / ".mcp.json", stringify(CLAUDE_CODE))
+    assert guard("wrap", str(config), "--server", "gateway", "--policy", str(QUICKSTART)).returncode == 0
+    data = json.loads(config.read_text())
+    entry = data["mcpServers"]["gateway"]
+    entry["args"][-1] = "8080"
+    entry["env"]["TOKEN"] = "${OTHER}"
+    config.write_text(stringify(data))
+    assert "guarded" in guard("wrap", "--list", str(config)).stdout
+    out = guard("unwrap", str(config), "--server", "gateway")
+    assert out.returncode == 0 and "no longer matched" in out.stdout
+    restored = json.loads(config.read_text())["mcpServers"]["gateway"]
+    assert restored == {"type": "stdio", "command": "uvx", "args": ["llm-cli-gateway", "--port", "8080"],
+                        "env": {"TOKEN": "${OTHER}"}}
+
+
+def test_windows_paths_are_recognised(tmp_path: Path) -> None:
+    """A config from Windows (backslashes, mcp-guard.exe) is listed and unwrapped on any system."""
+    shape = {"mcpServers": {"gw": {"command": "C:\\Users\\me\\.mcp-guard\\Scripts\\MCP-GUARD.EXE",
+                                   "args": ["run", "--policy", "C:\\p.json", "--", "npx", "gw"]}}}
+    config = write(tmp_path / "claude_desktop_config.json", stringify(shape))
+    assert "gw: guarded by C:\\p.json" in guard("wrap", "--list", str(config)).stdout
+    assert guard("unwrap", str(config), "--server", "gw").returncode == 0
+    assert json.loads(config.read_text()) == {"mcpServers": {"gw": {"command": "npx", "args": ["gw"]}}}
+
+
 def test_default_config_is_claude_desktops(tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if k not in ("XDG_CONFIG_HOME", "APPDATA")}
