@@ -179,10 +179,17 @@ def write_config(config: Config, data: dict[str, Any]) -> str:
             out.flush()
             os.fsync(out.fileno())
         os.chmod(temporary, mode)
+        with open(config.real_path, encoding="utf-8", newline="") as now:
+            if now.read() != config.text:  # the client (or a person) saved it meanwhile: theirs wins
+                raise Failure(f"{config.path}: changed while mcp-guard was editing it; nothing written, "
+                              "try again", 2)
         os.replace(temporary, config.real_path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(temporary):
             os.unlink(temporary)
+        if isinstance(exc, OSError):
+            raise Failure(f"{config.path}: cannot write it: {exc.strerror or exc}; the file is left as it is",
+                          2) from None
         raise
     return backup
 
