@@ -7,10 +7,12 @@ its command line to `MCP_GUARD run --policy P [--audit A] -- COMMAND ARGS...` an
 
 Where the original is kept: inside the entry, under a key of our own,
 `"mcp-guard": {"wrapped": {"command": ..., "args": [...]}}` — only the two values wrap replaced (env is
-not copied: secrets are not duplicated, and an env edited after wrapping survives unwrap). The clients
-tolerate a key they do not know (Claude Code and Claude Desktop validate entries with non-strict schemas
-that ignore it; Cursor ignores it). Should a client rewrite the file and drop the key, the wrapped command
-line still holds the original after its `--`, and unwrap restores from there.
+not copied: secrets are not duplicated, and an env edited after wrapping survives unwrap). Clients ignore
+a key they do not know in an entry (Claude Code drops unknown fields silently, Cursor reads only the keys
+it knows; Claude Desktop reports missing required fields, not extra ones). Should a client rewrite the
+file and drop the key, the wrapped command line still holds the original after its `--`, and unwrap
+restores from there; should the two disagree (the server's arguments edited inside the wrapped entry),
+what runs wins.
 
 Formatting: the whole file is re-serialised in the style detected (indent, separators, ASCII escapes,
 final newline, CRLF, BOM), key order kept. A file pretty-printed the way JSON.stringify(x, null, N) or
