@@ -9,10 +9,10 @@ Where the original is kept: inside the entry, under a key of our own,
 `"mcp-guard": {"wrapped": {"command": ..., "args": [...]}}` — only the two values wrap replaced (env is
 not copied: secrets are not duplicated, and an env edited after wrapping survives unwrap). Clients ignore
 a key they do not know in an entry (Claude Code drops unknown fields silently, Cursor reads only the keys
-it knows; Claude Desktop reports missing required fields, not extra ones). Should a client rewrite the
-file and drop the key, the wrapped command line still holds the original after its `--`, and unwrap
-restores from there; should the two disagree (the server's arguments edited inside the wrapped entry),
-what runs wins.
+it knows; Claude Desktop was not at hand to try: the errors it is known to report are missing fields).
+Should a client rewrite the file and drop the key, the wrapped command line still holds the original
+after its `--`, and unwrap restores from there; should the two disagree (the server's arguments edited
+inside the wrapped entry), what runs wins.
 
 Formatting: the whole file is re-serialised in the style detected (indent, separators, ASCII escapes,
 final newline, CRLF, BOM), key order kept. A file pretty-printed the way JSON.stringify(x, null, N) or
