@@ -287,6 +287,49 @@ def schema(tests_schema: bool) -> None:
     click.echo(json.dumps(test_file_schema() if tests_schema else policy_schema(), indent=2))
 
 
+@cli.command()
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option("--server", "server", metavar="NAME", help="The server's name under \"mcpServers\".")
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False), help="The policy it is to run with.")
+@click.option("--audit", "audit_path", type=click.Path(dir_okay=False), help="Also keep an audit trail there.")
+@click.option("--list", "as_list", is_flag=True, help="Show each server of CONFIG and whether it is guarded.")
+def wrap(config: str | None, server: str | None, policy_path: str | None, audit_path: str | None,
+         as_list: bool) -> None:
+    """Make a server of an MCP client's config (Claude Desktop's claude_desktop_config.json, Cursor's
+    mcp.json, Claude Code's .mcp.json) run through mcp-guard: wrap [CONFIG] --server NAME --policy FILE.
+    Without CONFIG: Claude Desktop's, where the app keeps it. The old file is kept as CONFIG.bak;
+    `mcp-guard unwrap` restores the entry."""
+    from .wrap import default_config_path, guard_prefix, list_servers
+    from .wrap import wrap as wrap_server
+
+    config = config or default_config_path()
+    if as_list:
+        if server or policy_path or audit_path:
+            raise Failure("--list takes no --server, --policy or --audit", 2)
+        rows = list_servers(config)
+        click.echo(config)
+        for row in rows:
+            click.echo(f"  {row}")
+        if not rows:
+            click.echo("  (no servers in \"mcpServers\")")
+        return
+    if not server or not policy_path:
+        raise Failure("wrap needs --server NAME and --policy FILE (or --list)", 2)
+    click.echo(wrap_server(config, server, policy_path, audit_path, guard_prefix()))
+
+
+@cli.command()
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option("--server", "server", metavar="NAME", required=True, help="The server's name under \"mcpServers\".")
+def unwrap(config: str | None, server: str) -> None:
+    """Restore a server that `mcp-guard wrap` made run through mcp-guard, as it was. Without CONFIG:
+    Claude Desktop's."""
+    from .wrap import default_config_path
+    from .wrap import unwrap as unwrap_server
+
+    click.echo(unwrap_server(config or default_config_path(), server))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     from ._conflicts import explain as explain_conflict
