@@ -184,19 +184,16 @@ def _exactly_one_each(answers: list[Any], ids: list[Any]) -> dict[Any, Any]:
 
 
 def test_exit_before_initialize(run):
+    """The child exits before the client says anything: mcp-guard does not wait for the client, it exits
+    with the child's status and closes its stdout without a word. (With a request already sent, see the
+    next test: it always gets its -32001.)"""
     r = run("exit_early", env={"EXIT_CODE": "3"})
-    try:
-        r.p.send({"jsonrpc": "2.0", "id": 0, "method": "initialize",
-                  "params": {"protocolVersion": "2025-11-25", "capabilities": {},
-                             "clientInfo": {"name": "t", "version": "1"}}})
-    except BrokenPipeError:
-        pass  # mcp-guard already saw the child exit and left
-    answers = r.answers()
-    if answers:  # the request may reach mcp-guard before or after it saw the child exit
-        by_id = _exactly_one_each(answers, [0])
-        assert by_id[0]["error"]["code"] == -32001
-        assert "status 3" in by_id[0]["error"]["message"]
     assert r.wait() == 3
+    assert r.answers() == []
+    deadline = time.monotonic() + 5  # stderr is read by its own thread
+    while "exited with status 3" not in r.p.stderr and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "exited with status 3" in r.p.stderr
     assert _gone(r.pids()[0])
 
 
@@ -452,13 +449,17 @@ def test_signal_stops_child_and_exits_128_plus_signal(run, sig):
     r = run("hang")
     r.p.initialize()
     server = r.pids()[0]
-    r.call(1)
+    for request_id in (1, 2, "three"):
+        r.call(request_id)
     time.sleep(0.2)
     started = time.monotonic()
     r.p.proc.send_signal(sig)
-    answers = r.answers(10)
-    # The call in flight: at most one answer (today none; the client sees EOF).
-    assert len(answers) <= 1
+    # Every call in flight gets its answer, -32001, naming the signal; then EOF.
+    by_id = _exactly_one_each(r.answers(10), [1, 2, "three"])
+    for request_id in (1, 2, "three"):
+        assert by_id[request_id]["error"] == {
+            "code": -32001,
+            "message": f"mcp-guard received {signal.Signals(sig).name} and stopped before the upstream server answered"}
     assert r.wait() == 128 + sig
     assert time.monotonic() - started < 8
     assert _gone(server)
