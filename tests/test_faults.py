@@ -525,18 +525,36 @@ def test_1000_calls_in_flight_at_once(run):
     assert r.wait() == 0
 
 
-# --- soak (short version; the full run is tests/soak.py) ---------------------------------------------------------
+# --- soak: a short version in every run, the full one with -m slow (tests/soak.py) ---------------------------------
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_soak_short():
+def _soak(messages: int, sample_every: int) -> dict[str, Any]:
     sys.path.insert(0, str(HERE))
     import soak
 
-    result = soak.run(messages=100_000, sample_every=10_000, window=256, quiet=True)
-    assert result["answered"] == 100_000
+    result = soak.run(messages=messages, sample_every=sample_every, window=256, quiet=True)
+    assert result["answered"] == messages
     assert result["errors"] == 0
-    samples = [kib for _, kib in result["samples"]]
-    # No growth with the number of messages: the last sample within 16 MiB of the first.
-    assert samples[-1] - samples[0] < 16 * 1024, result["samples"]
+    assert result["exit"] == 0
+    return result
+
+
+def _assert_flat(result: dict[str, Any], warm: int) -> None:
+    """Resident memory after warm-up does not grow with the number of messages. 2 MiB over 80,000
+    messages is 26 bytes a message: a pending entry, an id or a line kept per message is far more.
+    (Measured: flat to 0.1 MiB from 50,000 to 1,000,000 messages, docs/reliability.md.)"""
+    samples = dict(result["samples"])
+    after = [kib for count, kib in result["samples"] if count >= warm]
+    assert max(after) - samples[warm] < 2 * 1024, result["samples"]
+
+
+@pytest.mark.timeout(300)
+def test_soak_short():
+    """100,000 messages (one in 100 a filtered tools/list), RSS sampled every 10,000: flat after 20,000."""
+    _assert_flat(_soak(100_000, 10_000), 20_000)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_soak_million():
+    _assert_flat(_soak(1_000_000, 50_000), 100_000)
