@@ -303,3 +303,82 @@ def test_a_stateless_retry_with_its_request_state_is_not_charged_again_and_only_
     assert made_up["isError"] is True and DECISION in made_up["_meta"], made_up
     calls = [m for m in recorded(record) if m.get("method") == "tools/call"]
     assert [(m["id"], m["params"].get("requestState")) for m in calls] == [(1, None), (2, "state-1")]
+
+
+# --- tests written for mutants that survived scripts/mutation.py (docs/reliability.md) -------------------
+
+RECORDING = [sys.executable, str(SERVERS / "recording_server.py")]
+BLOCKED = {"version": "1", "rules": {"blocked": {"action": "deny", "reason": "no"}}}
+
+
+def test_only_notifications_cancelled_cancels_a_call(spawn_guard, tmp_path):
+    """Another notification that names a call in flight does not cancel it: the server's -32602 still
+    gives the call's quota back."""
+    policy = {"version": "1", "rules": {"flaky": {"rate_limit": {"max": 1, "window": 3600}}}}
+    proc = spawn_guard(RECORDING, policy=policy, env={"TOOLS": "flaky", "ERROR_TOOLS": "flaky", "SLOW_TOOLS": "flaky",
+                                                      "RECORD_FILE": str(tmp_path / "record.jsonl")})
+    proc.initialize()
+    proc.send({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+               "params": {"name": "flaky", "arguments": {"ms": 300}}})
+    proc.send({"jsonrpc": "2.0", "method": "notifications/progress",
+               "params": {"progressToken": 7, "progress": 1, "requestId": 7}})
+    assert proc.recv(20)["error"]["code"] == -32602
+    again = call(proc, 8, "flaky", {})
+    assert again["error"]["code"] == -32602, again  # the server's answer again, not mcp-guard's refusal
+
+
+def test_a_first_stateless_request_that_is_not_discover_makes_the_connection_stateless(spawn_guard):
+    proc = spawn_guard(NOTICING, policy=BLOCKED)
+    assert "result" in proc.request(1, "tools/list", {"_meta": STATELESS}, timeout=20)
+    refused = call(proc, 2, "blocked", {})["result"]  # no _meta: the connection's era answers
+    assert refused["isError"] is True and refused["resultType"] == "complete", refused
+
+
+def test_after_initialize_only_server_discover_can_make_the_connection_stateless(spawn_guard):
+    """The era is read from the client's first requests: after initialize, a request that carries a
+    stateless version is answered in that era itself, but the connection stays a handshake one."""
+    proc = spawn_guard(NOTICING, policy=BLOCKED)
+    assert "result" in proc.initialize()
+    assert call(proc, 1, "blocked", {}, _meta=STATELESS)["result"]["resultType"] == "complete"
+    handshake = call(proc, 2, "blocked", {})["result"]
+    assert handshake["isError"] is True and "resultType" not in handshake, handshake
+
+
+def test_unknown_call_params_pass(spawn_guard):
+    """Only a key that is "name" or "arguments" in another case is ambiguous; others are the server's."""
+    proc = spawn_guard(NOTICING, policy=BLOCKED)
+    proc.initialize()
+    answer = call(proc, 1, "allowed", {}, **{"x-trace": "abc"})
+    assert answer["result"]["isError"] is False, answer
+
+
+def test_request_states_are_remembered_for_the_last_1024_calls(spawn_guard):
+    """The continuations are bounded: 1025 calls answered input_required leave the last 1024 states good
+    (a retry with one is free) and the first one forgotten (its retry is charged as a new call)."""
+    policy = {"version": "1", "rules": {"ask": {"rate_limit": {"max": 1026, "window": 3600}}}}
+    proc = spawn_guard(NOTICING, policy=policy)
+    proc.initialize()
+    proc.send(b"".join(json.dumps({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                                   "params": {"name": "ask", "arguments": {}}}).encode() + b"\n"
+                       for i in range(1, 1026)))
+    states = {proc.recv(30)["result"]["requestState"] for _ in range(1025)}
+    assert len(states) == 1025 and "state-1" in states
+    responses = {"confirm": {"action": "accept", "content": {}}}
+
+    def retry(request_id: int, state: str) -> Any:
+        return call(proc, request_id, "ask", {}, inputResponses=responses, requestState=state)["result"]
+
+    assert retry(2001, "state-2")["isError"] is False  # remembered: free
+    assert retry(2002, "state-1")["isError"] is False  # forgotten: charged, the 1026th
+    assert retry(2003, "state-3")["isError"] is False  # remembered: free
+    full = call(proc, 2004, "ask", {})["result"]
+    assert full["isError"] is True and full["_meta"][DECISION]["reason"].startswith("rate limit reached"), full
+
+
+def test_an_oversized_listing_is_answered_with_an_error(spawn_guard):
+    proc = spawn_guard(NOTICING, policy=HIDE_SECRET, extra=("--max-message-bytes", str(1024 * 1024)),
+                       env={"LISTING": "big"})
+    proc.initialize()
+    answer = proc.request(5, "tools/list", timeout=30)
+    assert answer["error"]["code"] == -32002 and "result" not in answer, answer
+    assert proc.request(6, "ping", timeout=20) == {"jsonrpc": "2.0", "id": 6, "result": {}}
