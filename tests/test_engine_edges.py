@@ -1,0 +1,40 @@
+"""Engine cases written for mutants that survived scripts/mutation.py over engine.py (in process, like
+tests/test_engine.py; docs/reliability.md lists each survivor and what kills it)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mcp_guard.engine import Decision, SessionState, ToolCall, decide
+from mcp_guard.policy import Policy, loads
+
+
+def policy(**body: Any) -> Policy:
+    return loads(json.dumps({"version": "1", **body}), "test.json")
+
+
+def allowed(p: Policy, state: SessionState, name: str, arguments: Any, at: float) -> Decision:
+    decision = decide(p, ToolCall(name, arguments), state, at)
+    if decision.allowed:
+        state.record(decision.charges)
+    return decision
+
+
+def test_the_record_carries_retry_after_only_when_there_is_one() -> None:
+    assert Decision("deny", "t", "r", retry_after=3.5).as_record() == {
+        "action": "deny", "rule": "t", "reason": "r", "retry_after": 3.5}
+    assert Decision("deny", "t", "r").as_record() == {"action": "deny", "rule": "t", "reason": "r"}
+
+
+def test_a_refund_gives_the_budget_back_when_the_rate_entry_has_already_left_its_window() -> None:
+    """A call charged to a rate limit (10 s) and a budget (100 s), refunded after the rate entry has left
+    its window: the budget part still comes back."""
+    p = policy(rules={"t": {"rate_limit": {"max": 5, "window": 10},
+                            "budget": {"max": 5, "window": 100, "cost": "/cost"}}})
+    state = SessionState()
+    first = allowed(p, state, "t", {"cost": 5}, 0.0)
+    assert first.allowed and [c.limit for c in first.charges] == ["rate_limit", "budget"]
+    assert not allowed(p, state, "t", {"cost": 5}, 20.0).allowed  # the budget is spent; the rate entry is gone
+    state.refund(first.charges)
+    assert allowed(p, state, "t", {"cost": 5}, 21.0).allowed
