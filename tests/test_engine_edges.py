@@ -38,3 +38,10 @@ def test_a_refund_gives_the_budget_back_when_the_rate_entry_has_already_left_its
     assert not allowed(p, state, "t", {"cost": 5}, 20.0).allowed  # the budget is spent; the rate entry is gone
     state.refund(first.charges)
     assert allowed(p, state, "t", {"cost": 5}, 21.0).allowed
+
+
+def test_only_the_offending_value_is_replaced_in_an_argument_reason() -> None:
+    """The value is not quoted back ("the value"), but the limit that happens to read the same is kept."""
+    p = policy(rules={"t": {"arguments": {"type": "object", "properties": {"n": {"exclusiveMaximum": 5}}}}})
+    reason = decide(p, ToolCall("t", {"n": 5}), SessionState(), 0.0).reason
+    assert reason is not None and reason.startswith("argument n: the value ") and reason.endswith(" 5"), reason
