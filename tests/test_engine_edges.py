@@ -45,3 +45,13 @@ def test_only_the_offending_value_is_replaced_in_an_argument_reason() -> None:
     p = policy(rules={"t": {"arguments": {"type": "object", "properties": {"n": {"exclusiveMaximum": 5}}}}})
     reason = decide(p, ToolCall("t", {"n": 5}), SessionState(), 0.0).reason
     assert reason is not None and reason.startswith("argument n: the value ") and reason.endswith(" 5"), reason
+
+
+def test_no_argument_value_is_quoted_in_a_reason_whatever_its_shape() -> None:
+    """Reasons go to the audit log, which holds no values: an object or array argument, or the whole
+    arguments object, is not quoted either (they were, secrets included)."""
+    p = policy(rules={"t": {"arguments": {"type": "object", "maxProperties": 1,
+                                          "properties": {"x": {"type": "string"}, "l": {"maxItems": 1}}}}})
+    for arguments in ({"x": {"secret": "hunter2"}}, {"x": "a", "y": "hunter2"}, {"l": ["hunter2", "b"]}):
+        reason = decide(p, ToolCall("t", arguments), SessionState(), 0.0).reason
+        assert reason is not None and "hunter2" not in reason and "the value" in reason, reason

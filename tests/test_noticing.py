@@ -382,3 +382,20 @@ def test_an_oversized_listing_is_answered_with_an_error(spawn_guard):
     answer = proc.request(5, "tools/list", timeout=30)
     assert answer["error"]["code"] == -32002 and "result" not in answer, answer
     assert proc.request(6, "ping", timeout=20) == {"jsonrpc": "2.0", "id": 6, "result": {}}
+
+
+def test_the_audit_log_holds_no_argument_value_of_any_shape(spawn_guard, tmp_path):
+    """An object argument that breaks the schema, or too many arguments: the refusal's reason and the audit
+    record name the argument, never its value (objects and the whole arguments used to be quoted)."""
+    audit = tmp_path / "audit.jsonl"
+    policy = {"version": "1", "rules": {"t": {"arguments": {
+        "type": "object", "maxProperties": 1, "properties": {"x": {"type": "string"}}}}}}
+    proc = spawn_guard(NOTICING, policy=policy, extra=("--audit", str(audit)))
+    proc.initialize()
+    for request_id, arguments in ((1, {"x": {"secret": "hunter2"}}), (2, {"x": "a", "y": "hunter2"})):
+        answer = call(proc, request_id, "t", arguments)
+        assert answer["result"]["isError"] is True and "hunter2" not in json.dumps(answer), answer
+    assert proc.request(3, "ping", timeout=20)["result"] == {}
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [r["event"] for r in records if r["event"] == "call"] == ["call", "call"]
+    assert "hunter2" not in audit.read_text()
