@@ -266,4 +266,5 @@ def _budget_retry_after(used: deque[tuple[float, float]], room: float, now: floa
         spent -= amount
         if spent <= room:
             return max(0.0, t + window - now)
-    return 0.0
+    # Float sums drift (0.1 + 0.2 - 0.1 - 0.2 > 0): once every entry has left, nothing is spent.
+    return max(0.0, used[-1][0] + window - now) if used else 0.0

@@ -55,3 +55,57 @@ def test_no_argument_value_is_quoted_in_a_reason_whatever_its_shape() -> None:
     for arguments in ({"x": {"secret": "hunter2"}}, {"x": "a", "y": "hunter2"}, {"l": ["hunter2", "b"]}):
         reason = decide(p, ToolCall("t", arguments), SessionState(), 0.0).reason
         assert reason is not None and "hunter2" not in reason and "the value" in reason, reason
+
+
+def test_a_budget_refusal_waits_for_the_last_entry_despite_float_drift() -> None:
+    """0.1 + 0.2 spent, then a call costing the whole budget: it fits once both have left the window
+    (at 61 s), not at once (the float sum never came back to 0, and the refusal said retry after 0 s)."""
+    p = policy(rules={"t": {"budget": {"max": 1, "window": 60, "cost": "/c"}}})
+    state = SessionState()
+    assert allowed(p, state, "t", {"c": 0.1}, 0.0).allowed
+    assert allowed(p, state, "t", {"c": 0.2}, 1.0).allowed
+    refused = allowed(p, state, "t", {"c": 1}, 2.0)
+    assert not refused.allowed and refused.retry_after == 59.0
+
+
+def test_a_budget_refusal_says_when_just_enough_has_left() -> None:
+    """5 + 5 spent of 10; a call costing 5 fits as soon as the first 5 leaves, not the second."""
+    p = policy(rules={"t": {"budget": {"max": 10, "window": 100, "cost": "/c"}}})
+    state = SessionState()
+    assert allowed(p, state, "t", {"c": 5}, 0.0).allowed
+    assert allowed(p, state, "t", {"c": 5}, 10.0).allowed
+    assert allowed(p, state, "t", {"c": 5}, 20.0).retry_after == 80.0
+
+
+def test_a_retry_after_under_a_second_is_said_as_it_is() -> None:
+    p = policy(rules={"t": {"budget": {"max": 10, "window": 10, "cost": "/c"}}})
+    state = SessionState()
+    assert allowed(p, state, "t", {"c": 10}, 0.0).allowed
+    assert allowed(p, state, "t", {"c": 1}, 9.5).retry_after == 0.5
+
+
+def test_a_spent_budget_is_whole_again_once_its_window_has_passed() -> None:
+    p = policy(rules={"t": {"budget": {"max": 10, "window": 10, "cost": "/c"}}})
+    state = SessionState()
+    assert allowed(p, state, "t", {"c": 10}, 0.0).allowed
+    assert allowed(p, state, "t", {"c": 10}, 20.0).allowed  # all of it, again
+    assert not allowed(p, state, "t", {"c": 1}, 21.0).allowed  # and not a unit more
+
+
+def test_a_rate_limit_of_one_says_when_to_retry() -> None:
+    p = policy(rules={"t": {"rate_limit": {"max": 1, "window": 60}}})
+    state = SessionState()
+    assert allowed(p, state, "t", {}, 0.0).allowed
+    assert allowed(p, state, "t", {}, 1.0).retry_after == 59.0
+
+
+def test_a_schema_that_cannot_be_evaluated_refuses_the_call() -> None:
+    """A recursive schema and an argument nested deeper than the validator can follow: refused with a
+    reason (fail closed inside the engine), not an exception."""
+    schema = {"$defs": {"n": {"type": "object", "properties": {"a": {"$ref": "#/$defs/n"}}}}, "$ref": "#/$defs/n"}
+    p = policy(rules={"t": {"arguments": schema}})
+    deep: dict[str, Any] = {}
+    for _ in range(600):
+        deep = {"a": deep}
+    decision = decide(p, ToolCall("t", deep), SessionState(), 0.0)
+    assert decision.action == "deny" and decision.reason == "the arguments could not be checked (RecursionError)"
