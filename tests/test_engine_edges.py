@@ -109,3 +109,9 @@ def test_a_schema_that_cannot_be_evaluated_refuses_the_call() -> None:
         deep = {"a": deep}
     decision = decide(p, ToolCall("t", deep), SessionState(), 0.0)
     assert decision.action == "deny" and decision.reason == "the arguments could not be checked (RecursionError)"
+
+
+def test_a_cost_pointer_one_past_the_end_of_an_array_is_no_cost() -> None:
+    p = policy(rules={"t": {"budget": {"max": 10, "window": 60, "cost": "/items/3"}}})
+    decision = decide(p, ToolCall("t", {"items": [1, 2, 3]}), SessionState(), 0.0)
+    assert decision.action == "deny" and decision.reason == "the call has no cost at /items/3 in its arguments"
