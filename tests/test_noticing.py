@@ -399,3 +399,17 @@ def test_the_audit_log_holds_no_argument_value_of_any_shape(spawn_guard, tmp_pat
     records = [json.loads(line) for line in audit.read_text().splitlines()]
     assert [r["event"] for r in records if r["event"] == "call"] == ["call", "call"]
     assert "hunter2" not in audit.read_text()
+
+
+@pytest.mark.parametrize("key", ["Arguments", "ARGUMENTS", "argument\u017f"])
+def test_a_call_param_that_is_name_or_arguments_in_another_case_is_refused(spawn_guard, tmp_path, key):
+    """Alone (no exact duplicate for the parser to catch), "Arguments" or "argument\\u017f" would be read as the
+    arguments by a case-insensitive server, unchecked by the policy's schema: refused, never forwarded."""
+    record = tmp_path / "record.jsonl"
+    policy = {"version": "1", "rules": {"t": {"arguments": {"properties": {"path": {"pattern": "^/tmp/"}}}}}}
+    proc = spawn_guard(NOTICING, policy=policy, env={"RECORD_FILE": str(record)})
+    proc.initialize()
+    answer = proc.request(1, "tools/call", {"name": "t", key: {"path": "/etc/passwd"}}, timeout=20)
+    assert answer["error"]["code"] == -32602 and "ambiguous" in answer["error"]["message"], answer
+    assert proc.request(2, "ping", timeout=20)["result"] == {}
+    assert [m for m in recorded(record) if m.get("method") == "tools/call"] == []
