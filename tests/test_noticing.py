@@ -413,3 +413,12 @@ def test_a_call_param_that_is_name_or_arguments_in_another_case_is_refused(spawn
     assert answer["error"]["code"] == -32602 and "ambiguous" in answer["error"]["message"], answer
     assert proc.request(2, "ping", timeout=20)["result"] == {}
     assert [m for m in recorded(record) if m.get("method") == "tools/call"] == []
+
+
+def test_a_connection_that_never_says_stateless_is_not_stateless(spawn_guard):
+    """No initialize and no protocol version in _meta (a client that skips the handshake): refusals carry
+    no stateless resultType."""
+    proc = spawn_guard(NOTICING, policy=BLOCKED)
+    for request_id in (1, 2):
+        refused = call(proc, request_id, "blocked", {})["result"]
+        assert refused["isError"] is True and "resultType" not in refused, refused
