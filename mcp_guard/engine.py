@@ -335,10 +335,11 @@ def _argument_problem(policy: Policy, rule: Rule, arguments: Any) -> str | None:
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
     subject = f"argument {where[1:] if where.startswith('.') else where}" if where else "the arguments"
     message = str(error.message)
-    if error.absolute_path and not isinstance(error.instance, (dict, list)):
-        message = message.replace(repr(error.instance), "the value", 1)
-        if isinstance(error.instance, str):
-            message = message.replace(json.dumps(error.instance), "the value", 1)
+    # Objects and arrays too (an object argument, or the whole arguments for maxProperties): their text
+    # is argument values, and so may hold secrets.
+    message = message.replace(repr(error.instance), "the value", 1)
+    if isinstance(error.instance, str):
+        message = message.replace(json.dumps(error.instance), "the value", 1)
     return f"{subject}: {message}"
 
 

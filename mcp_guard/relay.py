@@ -114,6 +114,9 @@ class Relay:
         self._upstream_eof = anyio.Event()
         self._client_lines_unwritten = 0
         self._upstream_gone = False
+        # Set when a signal starts the shutdown: what the client sends from then on is answered with this,
+        # never forwarded (the child is being stopped, so its answer could be cut off by the exit).
+        self._stopping: str | None = None
         self._exit_code = 0
         self.ended_by = ""  # how the session ended, in words (for the audit's end record)
         self._tg: TaskGroup | None = None
@@ -181,10 +184,14 @@ class Relay:
             self.upstream.signal_group(signal.SIGKILL)
             return
         log.warning("received %s: stopping the upstream server", name)
-        if len(self.pending_requests) > self._open_streams:
-            with self._locked():
-                self._fail_pending(wire.UPSTREAM_EXITED,
-                                   f"mcp-guard received {name} and stopped before the upstream server answered")
+        reason = f"mcp-guard received {name} and stopped before the upstream server answered"
+        with self._locked():
+            # From now on a request read is answered with this, never forwarded: the session is ending.
+            self._stopping = reason
+            failed = len(self.pending_requests) > self._open_streams
+            if failed:
+                self._fail_pending(wire.UPSTREAM_EXITED, reason)
+        if failed:
             await self._write_from_loop(bound=1.0)
         self._finish(128 + signum, f"mcp-guard received {name}")
 
@@ -466,9 +473,9 @@ class Relay:
     def _apply(self, msg: wire.Message, action: ClientAction) -> None:
         assert msg.id_key is not None and msg.method is not None
         if isinstance(action, Forward):
-            if self._upstream_gone:
+            if self._upstream_gone or self._stopping is not None:
                 self._to_client(wire.error_response(
-                    msg.id, wire.UPSTREAM_EXITED, "the upstream server has exited"))
+                    msg.id, wire.UPSTREAM_EXITED, self._stopping or "the upstream server has exited"))
                 if action.watch is not None:
                     self.interceptor.upstream_answer_lost(action.watch)
                 return

@@ -3,12 +3,13 @@
 
     python tests/soak.py [--messages 1000000] [--sample-every 50000] [--window 256] [--no-policy]
 
-Talks to /work/shared/bench/echo_fast.py (or --server CMD) through the installed mcp-guard, with a policy
+Talks to tests/servers/echo_fast.py (or --server CMD) through the installed mcp-guard, with a policy
 that hides some tools and has a rule for the called tool (so every call goes through the engine). One
 message in 100 is a tools/list (its answer is filtered and re-encoded); the rest are tools/call echo.
 At most --window requests are in flight at once. Every --sample-every answers, the mcp-guard process's
 VmRSS is read from /proc/PID/status; the curve, VmHWM, the rate and the error count are printed at the
-end. Not run by pytest (tests/test_faults.py::test_soak_short, marked slow, runs a short version).
+end. pytest runs a short version by default (tests/test_faults.py::test_soak_short, 100,000 messages) and
+this full one with -m slow (test_soak_million).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_SERVER = [sys.executable, str(HERE.parent.parent / "shared" / "bench" / "echo_fast.py")]
+DEFAULT_SERVER = [sys.executable, str(HERE / "servers" / "echo_fast.py")]
 POLICY = {
     "version": "1",
     "default": "allow",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
+import re
 from typing import Any
 
 import jsonschema  # noqa: F401 - loaded up front so policy.loads validates in-process (no fork per policy)
@@ -522,14 +523,13 @@ def test_argument_schema_applies_per_rule_through_globs() -> None:
     assert act(p, "ask_model", {"model": "big"}).allowed  # not matched by the rule
 
 
-def test_unresolvable_ref_is_a_load_error_not_a_crash_per_call() -> None:
+@pytest.mark.parametrize("ref,problem", [("#/$defs/missing", "points to nothing"),
+                                         ("https://example.com/s.json", "points outside the policy")])
+def test_unresolvable_ref_is_a_load_error_not_a_crash_per_call(ref: str, problem: str) -> None:
     from mcp_guard.policy import PolicyError
 
-    try:
-        p = policy(rules={"t": {"arguments": {"$ref": "#/$defs/missing"}}})
-    except PolicyError:
-        return
-    act(p, "t", {})
+    with pytest.raises(PolicyError, match=re.escape(problem)):
+        policy(rules={"t": {"arguments": {"$ref": ref}}})
 
 
 def test_cost_pointer_with_unicode_digit_token_does_not_crash() -> None:

@@ -115,4 +115,6 @@ def test_inspector_shows_why_a_guard_with_a_bad_policy_will_not_start(tools: Too
 def test_inspector_inline_without_a_policy_is_refused_not_unguarded(tools: Tools) -> None:
     rc, out, err = inspector(tools, [guard_bin(), "run", *_server()], "--method", "tools/list")
     assert rc != 0 and out is None
-    assert "no policy: give --policy FILE or set MCP_GUARD_POLICY, or say --no-policy" in err
+    # (discovery finds no ./mcp-guard.json nor a user policy: the inspector runs in the repository root)
+    assert "no policy: none named and none found in" in err
+    assert "give --policy FILE or set MCP_GUARD_POLICY, or say --no-policy" in err
