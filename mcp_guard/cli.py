@@ -148,6 +148,40 @@ def check(policy_file: str | None, command: tuple[str, ...], timeout: float) -> 
     sys.exit(report(policy_file, command, timeout))
 
 
+@cli.command(cls=ServerCommand)
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False),
+              help="Also show what this policy does with each tool (hidden, denied, approval, limited, allowed).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: the server's info and every tool's class.")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Seconds the whole listing may take.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def tools(policy_path: str | None, as_json: bool, timeout: float, command: tuple[str, ...]) -> None:
+    """List every tool of the server COMMAND starts, with its risk, category and why (its annotations, the
+    server's own claims, then words in its name). Exit status: 0, or 2 when the server cannot be listed."""
+    from .inspection import tools_command
+
+    sys.exit(tools_command(policy_path, as_json, command, timeout))
+
+
+@cli.command(cls=ServerCommand)
+@click.option("--profile", type=click.Choice(["strict", "balanced", "permissive"]), default="balanced",
+              show_default=True, help="strict: default deny, destructive tools hidden, read tools allowed; "
+              "balanced: destructive and execute tools need approval, write tools rate-limited; "
+              "permissive: only destructive tools rate-limited.")
+@click.option("-o", "--output", default="mcp-guard.json", show_default=True, type=click.Path(dir_okay=False),
+              help="Where to write the policy (- for stdout). mcp-guard.json is found by run without --policy.")
+@click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Seconds the whole listing may take.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def init(profile: str, output: str, force: bool, timeout: float, command: tuple[str, ...]) -> None:
+    """Write a starter policy for the server COMMAND starts, every rule with the reason it was made.
+    Exit status: 0 written, 2 when the file exists (without --force) or the server cannot be listed."""
+    from .inspection import init_command
+
+    sys.exit(init_command(profile, output, force, command, timeout))
+
+
 @cli.command(cls=ServerCommand, leading=1)
 @click.option("--policy", "policy_path", envvar=POLICY_ENV, type=click.Path(dir_okay=False),
               help=f"Policy file. Also ${POLICY_ENV}; else the first found (docs/policy.md).")

@@ -82,13 +82,20 @@ def _stderr_held() -> Iterator[list[str]]:
 
 def list_server_tools(command: tuple[str, ...], timeout: float) -> tuple[list[dict[str, Any]], str]:
     """The server's tools, and what it wrote to stderr meanwhile."""
-    from .listing import ListingError, list_tools
+    tools, _, server_stderr = list_server_described(command, timeout)
+    return tools, server_stderr
+
+
+def list_server_described(command: tuple[str, ...], timeout: float) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
+    """The server's tools, its serverInfo, and what it wrote to stderr meanwhile."""
+    from .listing import ListingError, list_server
 
     error: str | None = None
     tools: list[dict[str, Any]] = []
+    info: dict[str, Any] = {}
     with _stderr_held() as held:
         try:
-            tools = list_tools(list(command), timeout)
+            tools, info = list_server(list(command), timeout)
         except ListingError as exc:
             error = str(exc)
     server_stderr = "".join(held).rstrip("\n")
@@ -96,7 +103,7 @@ def list_server_tools(command: tuple[str, ...], timeout: float) -> tuple[list[di
         if server_stderr:
             click.echo("The server's stderr:\n" + _indent(server_stderr), err=True)
         raise Failure(f"cannot list the server's tools: {error}", 2)
-    return tools, server_stderr
+    return tools, info, server_stderr
 
 
 def _indent(text: str) -> str:
