@@ -103,7 +103,7 @@ def run(ctx: click.Context, policy_path: str | None, no_policy: bool, audit_path
                       answer_client=True) from None
     audit.record("start", policy=policy.source, command=list(command), version=__version__)
     options = Options(max_message_bytes, drain_timeout, shutdown_grace)
-    guard = Guard(policy, audit, shared=shared)
+    guard = Guard(policy, audit, shared=shared, pins=_pin_check(policy))
 
     def ended(status: int, how: str) -> None:
         # The session's last record: how it ended, and what was decided in it.
@@ -146,6 +146,21 @@ def check(policy_file: str | None, command: tuple[str, ...], timeout: float) -> 
         _announce(f"checking {policy_file}" + (" (found: none named)" if discovered else f" (from ${POLICY_ENV})"))
 
     sys.exit(report(policy_file, command, timeout))
+
+
+@cli.command(cls=ServerCommand)
+@click.option("-o", "--output", default="tools.lock", show_default=True, type=click.Path(dir_okay=False),
+              help="The lock file to write (replaced if it exists: pinning again accepts today's tools).")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Seconds the whole listing may take.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def pin(output: str, timeout: float, command: tuple[str, ...]) -> None:
+    """Record a hash of each tool's definition (name, description, inputSchema, annotations) of the server
+    COMMAND starts; with "pin": FILE in a policy, a tool new or changed since is hidden. Exit status: 0, or
+    2 when the server cannot be listed or the file cannot be written."""
+    from .inspection import pin_command
+
+    sys.exit(pin_command(output, command, timeout))
 
 
 @cli.command(cls=ServerCommand)
@@ -203,6 +218,18 @@ def explain(ctx: click.Context, policy_path: str | None, args_json: str | None, 
     if discovered:
         _announce(f"policy {policy_path} (found: no --policy named one)")
     sys.exit(report(policy_path, tool, args_json, command, timeout, as_json, from_environment))
+
+
+def _pin_check(policy: Any) -> Any:
+    """The policy's pin, its lock file read now: a missing or corrupt one stops the start (exit 2)."""
+    if policy.pin is None:
+        return None
+    from .pinning import PinCheck, PinError, load_lock
+
+    try:
+        return PinCheck(load_lock(policy.pin), policy.on_pin_mismatch)
+    except PinError as exc:
+        raise Failure(str(exc), 2, answer_client=True) from None
 
 
 def _open_shared(policy: Any, state: str | None) -> Any:

@@ -360,3 +360,37 @@ def init_command(profile: str, output: str, force: bool, command: tuple[str, ...
                f"default {policy['default']}; review it, then: mcp-guard check {output} -- {' '.join(command)}",
                err=True)
     return 0
+
+
+def write_atomically(path: str, text: str) -> None:
+    import os
+    import tempfile
+
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def pin_command(output: str, command: tuple[str, ...], timeout: float) -> int:
+    import click
+
+    from .commandline import Failure
+    from .pinning import lock_text
+    from .reports import list_server_described
+
+    tools, info, _ = list_server_described(command, timeout)
+    try:
+        write_atomically(output, lock_text(tools, info))
+    except OSError as exc:
+        raise Failure(f"cannot write {output}: {exc.strerror or exc}", 2) from None
+    server = " ".join(str(info[key]) for key in ("name", "version") if isinstance(info.get(key), str) and info[key])
+    click.echo(f"pinned {len(tools)} tool(s) of {server or 'the server'} in {output}; name it in the policy: "
+               f'"pin": "{output}"', err=True)
+    return 0

@@ -127,8 +127,27 @@ def check(policy_file: str, command: tuple[str, ...], timeout: float) -> int:
         findings += lint_against_tools(policy, [tool["name"] for tool in tools])
         findings += lint_argument_names(policy, tools)
         findings += lint_destructive_by_default(policy, tools)
+    drift_report: list[str] = []
+    if policy.pin is not None:
+        from .pinning import PinError, drift, drift_lines, load_lock
+
+        try:
+            lock = load_lock(policy.pin)
+        except PinError as exc:
+            click.echo(f"mcp-guard: error: {exc}", err=True)
+            return 2
+        if tools is not None:
+            found = drift(lock, tools)
+            if found.any:
+                does = "hides" if policy.on_pin_mismatch == "hide" else "holds for approval"
+                findings.append(f"the server's tools differ from the pin {policy.pin}: {len(found.added)} added, "
+                                f"{len(found.removed)} removed, {len(found.changed)} changed (below); "
+                                f"mcp-guard run {does} what is new or changed")
+                drift_report = drift_lines(found)
     for finding in findings:
         click.echo(f"{policy_file}: warning: {finding}")
+    for line in drift_report:
+        click.echo(f"  {line}")
     if tools is not None:
         _print_table(policy, tools)
         if server_stderr:
