@@ -164,7 +164,7 @@ def _risk(category: str, hints: dict[str, bool], explicit: dict[str, bool], in_n
     if not annotated:
         return "medium"
     if hints["openWorldHint"] and explicit["openWorldHint"]:
-        why.append("openWorldHint: true (reaches outside systems)")
+        why.append("openWorldHint: true")
         return "medium"
     return "low"
 
