@@ -136,3 +136,14 @@ def test_a_missing_or_corrupt_lock_stops_the_start(pinned: Path, content: str | 
     check = guard("check", str(pinned))
     assert check.returncode == 2
     assert "pin file" in check.stderr
+
+
+def test_call_lists_first_under_a_pin(pinned: Path) -> None:
+    ok = guard("call", "--policy", str(pinned), "read_note", "--args", '{"name": "n"}', "--", *SERVER)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == "note n"
+    assert "tools pinned in" in ok.stderr
+    changed = guard("call", "--policy", str(pinned), "send_note", "--args", '{"to": "a", "text": "b"}', "--",
+                    *SERVER, drift="description")
+    assert changed.returncode == 3
+    assert "sent to" not in changed.stdout
