@@ -147,3 +147,13 @@ def test_call_lists_first_under_a_pin(pinned: Path) -> None:
                     *SERVER, drift="description")
     assert changed.returncode == 3
     assert "sent to" not in changed.stdout
+
+
+def test_policy_tests_see_the_pin(pinned: Path, tmp_path: Path) -> None:
+    tests = tmp_path / "pin.tests.json"
+    tests.write_text(json.dumps({"policy": "policy.json", "tests": [
+        {"call": "read_note", "args": {"name": "n"}, "expect": "allowed"},
+        {"call": "send_note", "args": {"to": "a", "text": "b"}, "expect": "hidden"}]}))
+    result = guard("test", str(tests), "--", *SERVER, drift="description")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed, 0 failed" in result.stdout
