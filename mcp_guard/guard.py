@@ -22,7 +22,7 @@ from .engine import Charge, Decision, SessionState, ToolCall, decide, select_rul
 from .policy import Policy
 
 if TYPE_CHECKING:
-    from .pinning import PinCheck
+    from .pinning import PinAction, PinCheck
     from .sharedlimits import SharedLimits
 
 log = logging.getLogger("mcp_guard")
@@ -189,7 +189,8 @@ class Guard:
                               reason="arguments is not an object")
             return Reply(wire.error_response(msg.id, wire.INVALID_PARAMS,
                                              "Invalid params: tools/call \"arguments\" must be an object"))
-        if self.pins is not None:
+        if self.pins is not None and visible(self.policy, name):
+            # (A tool the policy hides is never compared with the pin: it stays answered as unknown.)
             refused = self.pins.refusal(name)
             if refused is not None:
                 return self._pin_refusal(msg, name, params, *refused)
@@ -241,11 +242,11 @@ class Guard:
         _log_call(logging.WARNING, name, decision.action, decision.rule, elapsed, f"refused: {decision.reason}")
         return Reply(self._refusal(msg, name, decision))
 
-    def _pin_refusal(self, msg: wire.Message, name: str, params: dict[str, Any], action: str,
+    def _pin_refusal(self, msg: wire.Message, name: str, params: dict[str, Any], action: PinAction,
                      reason: str) -> ClientAction:
         """A call the pin stops before the policy is asked: a tool new or changed since it was pinned,
         or not yet seen matching it."""
-        decision = Decision(action, None, reason, kind="pin")  # type: ignore[arg-type]
+        decision = Decision(action, None, reason, kind="pin")
         self.counts[action] = self.counts.get(action, 0) + 1
         self.audit.record("call", request_id=msg.id, tool=name, **decision.as_record(), kind="pin")
         _log_call(logging.WARNING, name, action, None, 0.0, f"refused: {reason}")

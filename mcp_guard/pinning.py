@@ -13,9 +13,10 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 PINNED_KEYS = ("name", "description", "inputSchema", "annotations")
+PinAction = Literal["deny", "require_approval", "hide"]
 LOCK_VERSION = 1
 
 
@@ -187,7 +188,7 @@ class PinCheck:
         self.warned.add((name, status))
         return True
 
-    def refusal(self, name: str) -> tuple[str, str] | None:
+    def refusal(self, name: str) -> tuple[PinAction, str] | None:
         """(action, reason) for a call to `name`, or None when the pin lets it through."""
         if name in self.verified:
             return None

@@ -157,3 +157,16 @@ def test_policy_tests_see_the_pin(pinned: Path, tmp_path: Path) -> None:
     result = guard("test", str(tests), "--", *SERVER, drift="description")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed, 0 failed" in result.stdout
+
+
+def test_a_tool_the_policy_hides_stays_unknown_under_a_pin(pinned: Path) -> None:
+    pinned.write_text(json.dumps({"version": "1", "pin": "tools.lock", "hide": ["send_note"]}))
+    proc = WireProcess(guard_run("--policy", str(pinned), "--", *SERVER), env={**os.environ, "DRIFT": ""})
+    try:
+        proc.initialize()
+        # Before any listing: the pin's "list the tools first" would say the tool exists.
+        answer = proc.request(1, "tools/call", {"name": "send_note", "arguments": {"to": "a", "text": "b"}})
+        assert "Unknown tool: send_note" in json.dumps(answer)
+        assert "pin" not in json.dumps(answer)
+    finally:
+        proc.kill()
