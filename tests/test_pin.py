@@ -120,6 +120,9 @@ def test_check_reports_the_drift(pinned: Path) -> None:
     assert "inputSchema.properties.bcc.type: (absent) -> 'string'" in schema.stdout
     added = guard("check", str(pinned), "--", *SERVER, drift="added")
     assert "added since pinned: export_notes" in added.stdout
+    # The table shows what run will do: the new tool hidden, by the pin.
+    assert "the agent will see 2:" in added.stdout
+    assert "export_notes  [pin: added since pinned]" in added.stdout
 
 
 @pytest.mark.parametrize("content", [None, "not json", '{"tools": {}}', '{"mcp_guard_lock": 1, "tools": {"x": {}}}'])
