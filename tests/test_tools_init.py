@@ -4,6 +4,7 @@ server (MCP SDK) and the replayed llm-cli-gateway 3.1.0-rc.8 listing (64 tools).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -159,3 +160,13 @@ def test_init_profiles_applied_end_to_end(tmp_path: Path) -> None:
     names, answer = _listed_and_called(permissive, "llm_job_list", {})
     assert "llm_job_cancel" in names
     assert "error" not in answer and not answer["result"].get("isError")
+
+
+def test_the_readme_shows_real_tools_output() -> None:
+    result = subprocess.run([*guard_command(), "tools", "--", "python", "examples/llm_gateway_server.py"],
+                            capture_output=True, text=True, timeout=90, cwd=ROOT,
+                            env={**os.environ,
+                                 "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+    assert result.returncode == 0, result.stderr
+    table = "\n".join(result.stdout.splitlines()[:13])
+    assert table in (ROOT / "README.md").read_text()
