@@ -293,10 +293,13 @@ def call(policy_path: str, tool: str, args_json: str | None, command: tuple[str,
     arguments = parse_arguments(args_json)
     if not command:
         raise Failure("no server command: use mcp-guard call [--policy FILE] TOOL [--args JSON] -- COMMAND...", 2)
-    load_policy(policy_path, False)  # a bad policy is bad input here, said in one line, before anything starts
+    policy = load_policy(policy_path, False)  # a bad policy is bad input here, said in one line, before anything starts
     try:
         with GuardedSession(policy_path, list(command), timeout, stderr=sys.stderr.buffer) as session:
             session.initialize()
+            if policy.pin is not None:
+                # Under a pin, run refuses a tool no listing has shown matching it: list, as a client does.
+                session.list_tools()
             called = session.call(tool, arguments)
     except SessionError as exc:
         raise Failure(str(exc), 2) from None

@@ -103,7 +103,7 @@ def run(ctx: click.Context, policy_path: str | None, no_policy: bool, audit_path
                       answer_client=True) from None
     audit.record("start", policy=policy.source, command=list(command), version=__version__)
     options = Options(max_message_bytes, drain_timeout, shutdown_grace)
-    guard = Guard(policy, audit, shared=shared)
+    guard = Guard(policy, audit, shared=shared, pins=_pin_check(policy))
 
     def ended(status: int, how: str) -> None:
         # The session's last record: how it ended, and what was decided in it.
@@ -148,6 +148,55 @@ def check(policy_file: str | None, command: tuple[str, ...], timeout: float) -> 
     sys.exit(report(policy_file, command, timeout))
 
 
+@cli.command(cls=ServerCommand)
+@click.option("-o", "--output", default="tools.lock", show_default=True, type=click.Path(dir_okay=False),
+              help="The lock file to write (replaced if it exists: pinning again accepts today's tools).")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Seconds the whole listing may take.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def pin(output: str, timeout: float, command: tuple[str, ...]) -> None:
+    """Record a hash of each tool's definition (name, description, inputSchema, annotations) of the server
+    COMMAND starts; with "pin": FILE in a policy, a tool new or changed since is hidden. Exit status: 0, or
+    2 when the server cannot be listed or the file cannot be written."""
+    from .inspection import pin_command
+
+    sys.exit(pin_command(output, command, timeout))
+
+
+@cli.command(cls=ServerCommand)
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False),
+              help="Also show what this policy does with each tool (hidden, denied, approval, limited, allowed).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: the server's info and every tool's class.")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Seconds the whole listing may take.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def tools(policy_path: str | None, as_json: bool, timeout: float, command: tuple[str, ...]) -> None:
+    """List every tool of the server COMMAND starts, with its risk, category and why (its annotations, the
+    server's own claims, then words in its name). Exit status: 0, or 2 when the server cannot be listed."""
+    from .inspection import tools_command
+
+    sys.exit(tools_command(policy_path, as_json, command, timeout))
+
+
+@cli.command(cls=ServerCommand)
+@click.option("--profile", type=click.Choice(["strict", "balanced", "permissive"]), default="balanced",
+              show_default=True, help="strict: default deny, destructive tools hidden, read tools allowed; "
+              "balanced: destructive and execute tools need approval, write tools rate-limited; "
+              "permissive: only destructive tools rate-limited.")
+@click.option("-o", "--output", default="mcp-guard.json", show_default=True, type=click.Path(dir_okay=False),
+              help="Where to write the policy (- for stdout). mcp-guard.json is found by run without --policy.")
+@click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Seconds the whole listing may take.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def init(profile: str, output: str, force: bool, timeout: float, command: tuple[str, ...]) -> None:
+    """Write a starter policy for the server COMMAND starts, every rule with the reason it was made.
+    Exit status: 0 written, 2 when the file exists (without --force) or the server cannot be listed."""
+    from .inspection import init_command
+
+    sys.exit(init_command(profile, output, force, command, timeout))
+
+
 @cli.command(cls=ServerCommand, leading=1)
 @click.option("--policy", "policy_path", envvar=POLICY_ENV, type=click.Path(dir_okay=False),
               help=f"Policy file. Also ${POLICY_ENV}; else the first found (docs/policy.md).")
@@ -169,6 +218,18 @@ def explain(ctx: click.Context, policy_path: str | None, args_json: str | None, 
     if discovered:
         _announce(f"policy {policy_path} (found: no --policy named one)")
     sys.exit(report(policy_path, tool, args_json, command, timeout, as_json, from_environment))
+
+
+def _pin_check(policy: Any) -> Any:
+    """The policy's pin, its lock file read now: a missing or corrupt one stops the start (exit 2)."""
+    if policy.pin is None:
+        return None
+    from .pinning import PinCheck, PinError, load_lock
+
+    try:
+        return PinCheck(load_lock(policy.pin), policy.on_pin_mismatch)
+    except PinError as exc:
+        raise Failure(str(exc), 2, answer_client=True) from None
 
 
 def _open_shared(policy: Any, state: str | None) -> Any:

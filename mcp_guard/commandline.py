@@ -112,7 +112,8 @@ def policy_summary(policy: Any, discovered: bool = False) -> str:
     hidden = sum(1 for rule in policy.rules if rule.action == "hide")
     rules = sum(1 for rule in policy.rules if rule.origin == "rules")
     return (f"policy {os.path.abspath(policy.source)}: {hidden} hidden, {rules} rule(s), "
-            f"default {policy.default}" + (" (found there: no --policy named one)" if discovered else ""))
+            f"default {policy.default}" + (f", tools pinned in {policy.pin}" if getattr(policy, "pin", None) else "")
+            + (" (found there: no --policy named one)" if discovered else ""))
 
 
 # Where a policy is looked for when none is named (--policy, $MCP_GUARD_POLICY): the project's own file

@@ -22,6 +22,7 @@ from .engine import Charge, Decision, SessionState, ToolCall, decide, select_rul
 from .policy import Policy
 
 if TYPE_CHECKING:
+    from .pinning import PinAction, PinCheck
     from .sharedlimits import SharedLimits
 
 log = logging.getLogger("mcp_guard")
@@ -104,8 +105,10 @@ def _carries_stateless_version(msg: wire.Message) -> bool:
 
 class Guard:
     def __init__(self, policy: Policy, audit: AuditLog | None = None,
-                 clock: Callable[[], float] = time.monotonic, shared: SharedLimits | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, shared: SharedLimits | None = None,
+                 pins: PinCheck | None = None) -> None:
         self.policy = policy
+        self.pins = pins  # the policy's tool pin (pinning.py), its lock file read at start
         if shared is None and policy.shared_limits:
             from .sharedlimits import in_memory
 
@@ -186,6 +189,11 @@ class Guard:
                               reason="arguments is not an object")
             return Reply(wire.error_response(msg.id, wire.INVALID_PARAMS,
                                              "Invalid params: tools/call \"arguments\" must be an object"))
+        if self.pins is not None and visible(self.policy, name):
+            # (A tool the policy hides is never compared with the pin: it stays answered as unknown.)
+            refused = self.pins.refusal(name)
+            if refused is not None:
+                return self._pin_refusal(msg, name, params, *refused)
         rule = select_rule(self.policy, name)
         if rule is not None and rule.arguments is not None and rule.action in ("allow", "require_approval"):
             # An argument schema can take long to check (argcheck.py): the check runs off the relay's
@@ -233,6 +241,34 @@ class Guard:
             return self._hidden_call(msg, name, params)
         _log_call(logging.WARNING, name, decision.action, decision.rule, elapsed, f"refused: {decision.reason}")
         return Reply(self._refusal(msg, name, decision))
+
+    def _pin_refusal(self, msg: wire.Message, name: str, params: dict[str, Any], action: PinAction,
+                     reason: str) -> ClientAction:
+        """A call the pin stops before the policy is asked: a tool new or changed since it was pinned,
+        or not yet seen matching it."""
+        decision = Decision(action, None, reason, kind="pin")
+        self.counts[action] = self.counts.get(action, 0) + 1
+        self.audit.record("call", request_id=msg.id, tool=name, **decision.as_record(), kind="pin")
+        _log_call(logging.WARNING, name, action, None, 0.0, f"refused: {reason}")
+        if action == "hide":
+            return self._hidden_call(msg, name, params)
+        return Reply(self._refusal(msg, name, decision))
+
+    def _pinned(self, tool: dict[str, Any]) -> bool:
+        """Whether a listed tool may be shown as far as the pin goes; a mismatch is warned about once."""
+        if self.pins is None:
+            return True
+        status = self.pins.observe(tool)
+        if status is None:
+            return True
+        name = tool["name"]
+        if self.pins.first_warning(name, status):
+            what = "is new" if status == "added" else "changed its definition"
+            then = "hidden" if self.pins.mode == "hide" else "listed; its calls need approval"
+            log.warning("tool %s %s since it was pinned in %s: %s", name if name.isprintable() else repr(name),
+                        what, self.pins.lock.path, then)
+            self.audit.record("pin_mismatch", tool=name, status=status, action=self.pins.mode)
+        return self.pins.mode != "hide"
 
     def _refund_mode(self, name: str) -> str:
         rule = select_rule(self.policy, name)
@@ -392,7 +428,7 @@ class Guard:
         kept: list[Any] = []
         hidden: list[str] = []
         for tool in tools:
-            if visible(self.policy, tool["name"]):
+            if visible(self.policy, tool["name"]) and self._pinned(tool):
                 kept.append(tool)
             else:
                 hidden.append(tool["name"])

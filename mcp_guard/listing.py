@@ -32,6 +32,11 @@ STOP_GRACE_LATE = 0.5
 
 
 def list_tools(command: list[str], timeout: float) -> list[dict[str, Any]]:
+    return list_server(command, timeout)[0]
+
+
+def list_server(command: list[str], timeout: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The server's tools, and its serverInfo from the initialize answer ({} when it gives none)."""
     deadline = time.monotonic() + timeout
 
     def remaining() -> float:
@@ -108,7 +113,8 @@ def list_tools(command: list[str], timeout: float) -> list[dict[str, Any]]:
         send({"jsonrpc": "2.0", "id": 1, "method": "initialize",
               "params": {"protocolVersion": "2025-11-25", "capabilities": {},
                          "clientInfo": {"name": "mcp-guard-check", "version": "1"}}})
-        answer(1)
+        info = answer(1).get("serverInfo")
+        server_info: dict[str, Any] = info if isinstance(info, dict) else {}
         send({"jsonrpc": "2.0", "method": "notifications/initialized"})
         tools: list[dict[str, Any]] = []
         cursor = None
@@ -123,7 +129,7 @@ def list_tools(command: list[str], timeout: float) -> list[dict[str, Any]]:
             cursor = result.get("nextCursor")
             if not cursor:
                 break
-        return tools
+        return tools, server_info
     finally:
         # The stdio shutdown order, then what the server started goes with it (its process group).
         upstream.close_stdin()

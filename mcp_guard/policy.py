@@ -118,6 +118,10 @@ class Policy:
     name: str | None = None
     state: str | None = None
     on_store_error: Literal["deny", "allow"] = "deny"
+    # Tool pinning (pinning.py): the lock file's path, resolved against the policy file's directory, and
+    # what a tool that is new or changed since it was pinned gets.
+    pin: str | None = None
+    on_pin_mismatch: Literal["hide", "require_approval"] = "hide"
 
     @property
     def shared_limits(self) -> bool:
@@ -129,7 +133,8 @@ class Policy:
     def build(cls, source: str, default: Action = "allow", rules: tuple[Rule, ...] = (),
               default_reason: str | None = None, description: str | None = None, raw: Any = None,
               limits: Limits | None = None, name: str | None = None, state: str | None = None,
-              on_store_error: Literal["deny", "allow"] = "deny") -> Policy:
+              on_store_error: Literal["deny", "allow"] = "deny", pin: str | None = None,
+              on_pin_mismatch: Literal["hide", "require_approval"] = "hide") -> Policy:
         exact: dict[str, list[Rule]] = {}
         globs: list[tuple[Rule, re.Pattern[str]]] = []
         for rule in rules:
@@ -139,7 +144,8 @@ class Policy:
                 exact.setdefault(rule.key, []).append(rule)
         return cls(source, default, default_reason, description, rules, raw,
                    {k: tuple(v) for k, v in exact.items()}, tuple(globs), limits=limits or Limits(),
-                   name=name, state=state, on_store_error=on_store_error)
+                   name=name, state=state, on_store_error=on_store_error, pin=pin,
+                   on_pin_mismatch=on_pin_mismatch)
 
     def matching_rules(self, name: str) -> tuple[Rule, ...]:
         """Every rule whose key matches `name`, most decisive first (the precedence order)."""
@@ -507,7 +513,16 @@ def _build(data: dict[str, Any], text: str, file: str) -> Policy:
                         data.get("default_reason"), data.get("description"), data,
                         Limits(limits.get("max_argument_bytes", defaults.max_argument_bytes),
                                float(limits.get("argument_check_seconds", defaults.argument_check_seconds))),
-                        name=data.get("name"), state=state, on_store_error=data.get("on_store_error", "deny"))
+                        name=data.get("name"), state=state, on_store_error=data.get("on_store_error", "deny"),
+                        pin=_pin_path(file, data.get("pin")), on_pin_mismatch=data.get("on_pin_mismatch", "hide"))
+
+
+def _pin_path(file: str, pin: Any) -> str | None:
+    """The lock file `pin` names, relative to the policy file's directory (as a client's working
+    directory is unknown)."""
+    if not isinstance(pin, str):
+        return None
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(file)), os.path.expanduser(pin)))
 
 
 def _check_argument_schema(arguments: Any, file: str, text: str, key: str) -> None:

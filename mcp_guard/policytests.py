@@ -161,6 +161,9 @@ class Runner:
                 self.command is self.spec.server else None
             self.session = GuardedSession(str(self.spec.policy_path), self.command, self.spec.timeout, cwd=cwd)
             self.session.initialize()
+            if self.policy.pin is not None:
+                # Under a pin, run refuses a tool no listing has shown matching it: list, as a client does.
+                self.session.list_tools()
         return self.session
 
     def new_session(self) -> None:

@@ -82,13 +82,20 @@ def _stderr_held() -> Iterator[list[str]]:
 
 def list_server_tools(command: tuple[str, ...], timeout: float) -> tuple[list[dict[str, Any]], str]:
     """The server's tools, and what it wrote to stderr meanwhile."""
-    from .listing import ListingError, list_tools
+    tools, _, server_stderr = list_server_described(command, timeout)
+    return tools, server_stderr
+
+
+def list_server_described(command: tuple[str, ...], timeout: float) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
+    """The server's tools, its serverInfo, and what it wrote to stderr meanwhile."""
+    from .listing import ListingError, list_server
 
     error: str | None = None
     tools: list[dict[str, Any]] = []
+    info: dict[str, Any] = {}
     with _stderr_held() as held:
         try:
-            tools = list_tools(list(command), timeout)
+            tools, info = list_server(list(command), timeout)
         except ListingError as exc:
             error = str(exc)
     server_stderr = "".join(held).rstrip("\n")
@@ -96,7 +103,7 @@ def list_server_tools(command: tuple[str, ...], timeout: float) -> tuple[list[di
         if server_stderr:
             click.echo("The server's stderr:\n" + _indent(server_stderr), err=True)
         raise Failure(f"cannot list the server's tools: {error}", 2)
-    return tools, server_stderr
+    return tools, info, server_stderr
 
 
 def _indent(text: str) -> str:
@@ -120,10 +127,31 @@ def check(policy_file: str, command: tuple[str, ...], timeout: float) -> int:
         findings += lint_against_tools(policy, [tool["name"] for tool in tools])
         findings += lint_argument_names(policy, tools)
         findings += lint_destructive_by_default(policy, tools)
+    drift_report: list[str] = []
+    pin_held: dict[str, str] = {}  # tools run will hide or hold for approval because of the pin: why
+    if policy.pin is not None:
+        from .pinning import PinError, drift, drift_lines, load_lock
+
+        try:
+            lock = load_lock(policy.pin)
+        except PinError as exc:
+            click.echo(f"mcp-guard: error: {exc}", err=True)
+            return 2
+        if tools is not None:
+            found = drift(lock, tools)
+            if found.any:
+                does = "hides" if policy.on_pin_mismatch == "hide" else "holds for approval"
+                findings.append(f"the server's tools differ from the pin {policy.pin}: {len(found.added)} added, "
+                                f"{len(found.removed)} removed, {len(found.changed)} changed (below); "
+                                f"mcp-guard run {does} what is new or changed")
+                drift_report = drift_lines(found)
+                pin_held = {name: "added" for name in found.added} | {name: "changed" for name, _ in found.changed}
     for finding in findings:
         click.echo(f"{policy_file}: warning: {finding}")
+    for line in drift_report:
+        click.echo(f"  {line}")
     if tools is not None:
-        _print_table(policy, tools)
+        _print_table(policy, tools, pin_held)
         if server_stderr:
             click.echo("The server's stderr while listing:\n" + _indent(server_stderr))
     if findings:
@@ -144,13 +172,19 @@ def _load_all_problems(policy_file: str) -> Policy | None:
         return None
 
 
-def _print_table(policy: Policy, tools: list[dict[str, Any]]) -> None:
+def _print_table(policy: Policy, tools: list[dict[str, Any]], pin_held: dict[str, str] | None = None) -> None:
     grouped: dict[str, list[tuple[str, Rule | None]]] = {group: [] for group in GROUPS}
+    pinned_out: dict[str, str] = {}
     for tool in tools:
         # What the rule says, not what a call with no arguments would get: an argument schema that
         # requires something would otherwise show an allowed tool as denied.
         rule = select_rule(policy, tool["name"])
-        grouped[group_of(policy, rule)].append((tool["name"], rule))
+        group = group_of(policy, rule)
+        if pin_held and tool["name"] in pin_held and group != "hidden":
+            # What run does with a tool new or changed since it was pinned, before the policy is asked.
+            group = "hidden" if policy.on_pin_mismatch == "hide" else "needs approval"
+            pinned_out[tool["name"]] = f"[pin: {pin_held[tool['name']]} since pinned]"
+        grouped[group].append((tool["name"], rule))
     shown = len(tools) - len(grouped["hidden"])
     click.echo(f"The server offers {len(tools)} tool(s); the agent will see {shown}:")
     width = max((len(tool["name"]) for tool in tools), default=0)
@@ -161,6 +195,9 @@ def _print_table(policy: Policy, tools: list[dict[str, Any]]) -> None:
         click.echo(f"{group} ({len(rows)}):")
         for name, rule in rows:
             where = f"[rule: {rule.key}]" if rule is not None else "[default]"
+            if name in pinned_out:
+                click.echo(f"  {name:<{width}}  {pinned_out[name]}")
+                continue
             details = []
             if group in ("denied", "needs approval"):
                 reason = rule.reason if rule is not None else policy.default_reason
