@@ -413,3 +413,27 @@ def test_seed_policy_refuses_everything_and_nothing_reaches_the_gateway(
         call(after, 2, "no_such_tool_here", {}), "no_such_tool_here")
     finish(after)
     assert "tools/call" in [json.loads(line).get("method") for line in seen_after.read_bytes().splitlines()]
+
+
+# ---- a global limit across two mcp-guard processes, each in front of its own gateway -------------
+
+
+def test_a_global_limit_spans_two_guards_in_front_of_the_real_gateway(llm_cli_gateway: LlmCliGateway, start: Start,
+                                                                       tmp_path: Path) -> None:
+    """Two clients, two mcp-guard processes, two gateways; one SQLite store: 3 llm_process_health calls an
+    hour in all. The first three calls (whichever guard takes them) reach a gateway, the fourth is refused."""
+    policy = write_policy(tmp_path, {"version": "1", "name": "gateway-fleet", "rules": {
+        "llm_process_health": {"rate_limit": {"max": 3, "window": 3600, "scope": "global"}}}}, "fleet.json")
+    state = f"sqlite://{tmp_path}/state.db"
+    guards = [start(guarded(llm_cli_gateway.argv, policy, "--state", state),
+                    llm_cli_gateway.env(scratch_home(tmp_path, f"home-{n}"))) for n in range(2)]
+    for proc in guards:
+        proc.initialize()
+    answers = [call(guards[n % 2], 10 + n, "llm_process_health", {}) for n in range(4)]
+    for proc in guards:
+        finish(proc)
+    assert [answer["result"].get("isError", False) for answer in answers] == [False, False, False, True], answers
+    assert "mcp-guard/decision" not in json.dumps(answers[:3])  # the gateway's own answers
+    decision = refusal(answers[3])
+    assert (decision["action"], decision["rule"]) == ("deny", "llm_process_health"), decision
+    assert decision["reason"].startswith("rate limit reached: at most 3 call(s) per 3600 s")
