@@ -24,7 +24,7 @@ from wireclient import WireProcess, guard_run, pid_alive  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SERVER = HERE / "servers" / "faulty_server.py"
-ECHO_FAST = HERE.parent.parent / "shared" / "bench" / "echo_fast.py"
+ECHO_FAST = HERE / "servers" / "echo_fast.py"  # the benchmark's upstream, kept in the repository
 
 pytestmark = pytest.mark.timeout(60)
 

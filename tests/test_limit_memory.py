@@ -18,7 +18,7 @@ import pytest
 from mcp_guard.engine import BUCKETS_PER_WINDOW, EXACT_ENTRIES, SessionState, ToolCall, decide
 from mcp_guard.policy import loads
 
-SERVER = Path(__file__).resolve().parent / "servers" / "fast_tool_server.py"
+SERVER = Path(__file__).resolve().parent / "servers" / "echo_fast.py"
 
 
 def rss_kib(pid: int) -> int:

@@ -32,6 +32,8 @@ import json
 import os
 import sys
 
+from lineserver import serve
+
 TOOLS = [name for name in (os.environ.get("TOOLS") or "allowed,secret_tool,ask").split(",") if name]
 LISTING = os.environ.get("LISTING") or "normal"
 BIG_BYTES = int(os.environ.get("BIG_BYTES") or 2 * 1024 * 1024)
@@ -107,15 +109,7 @@ def handle(msg: dict) -> None:
 
 
 def main() -> int:
-    for line in sys.stdin.buffer:
-        if record_file is not None:
-            record_file.write(line if line.endswith(b"\n") else line + b"\n")
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(msg, dict):
-            handle(msg)
+    serve(handle, record_file)
     return 0
 
 

@@ -28,6 +28,8 @@ import os
 import sys
 import time
 
+from lineserver import serve
+
 PV_META = "io.modelcontextprotocol/protocolVersion"
 
 
@@ -133,19 +135,8 @@ def handle(msg: dict) -> None:
 
 
 def main() -> int:
-    stdin = sys.stdin.buffer
-    while True:
-        line = stdin.readline()
-        if not line:
-            return 0
-        if record_file is not None:
-            record_file.write(line if line.endswith(b"\n") else line + b"\n")
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(msg, dict):
-            handle(msg)
+    serve(handle, record_file)
+    return 0
 
 
 if __name__ == "__main__":

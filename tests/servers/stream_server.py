@@ -20,6 +20,8 @@ import json
 import os
 import sys
 
+from lineserver import serve
+
 OUT = sys.stdout.fileno()
 TOOLS = [name for name in (os.environ.get("TOOLS") or "echo").split(",") if name]
 SUBSCRIPTION_META = "io.modelcontextprotocol/subscriptionId"
@@ -65,16 +67,7 @@ def handle(msg: dict) -> None:
 
 
 def main() -> None:
-    stdin = sys.stdin.buffer
-    for line in iter(stdin.readline, b""):
-        if _record is not None:
-            _record.write(line)
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(msg, dict):
-            handle(msg)
+    serve(handle, _record)
     os._exit(0)
 
 
