@@ -36,10 +36,27 @@ class Drop:
     reason: str
 
 
+class ClientChannel(Protocol):
+    """What a deferred decision (and anything else of mcp-guard's own, such as a policy reload) may
+    say to the client itself. Lines sent through it never reach the upstream, and answers to its
+    requests are consumed, never forwarded. Call from the event loop's thread only."""
+
+    async def request(self, method: str, params: dict[str, Any] | None,
+                      timeout: float) -> wire.Message | None:
+        """Send a request of mcp-guard's own (an id the upstream can never use) and wait for the
+        client's answer: the answer, or None when none came within `timeout` seconds."""
+        ...
+
+    async def notify(self, method: str, params: dict[str, Any] | None) -> None:
+        """Send a notification of mcp-guard's own to the client."""
+        ...
+
+
 @dataclass(slots=True)
 class Defer:
-    """Decide later: the relay runs `decision` in its own task (the other messages keep flowing) and
-    then applies the Forward or Reply it returns. Used when a human must be asked first, and for work
+    """Decide later: the relay runs `decision(channel)` in its own task (the other messages keep
+    flowing), where `channel` lets it ask the client something (a human's approval), and then applies
+    the Forward or Reply it returns. Used when a human must be asked first, and for work
     too slow for the relay's pump (checking arguments against a schema).
 
     With `settle`, `decision` may return anything: the relay passes it to `settle`, which returns the
@@ -49,7 +66,7 @@ class Defer:
     `decision`, and what changes the interceptor's state in `settle`. The relay always runs `decision`,
     cancelled at once when the request is no longer wanted, so its own cleanup always happens."""
 
-    decision: Callable[[], Awaitable[Any]]
+    decision: Callable[[ClientChannel], Awaitable[Any]]
     settle: Callable[[Any], ClientAction] | None = None
 
 

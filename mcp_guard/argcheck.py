@@ -98,7 +98,7 @@ class ArgumentChecks:
         previous = self._last_turn.get(line)
         mine = self._last_turn[line] = _Turn()
 
-        async def decision() -> str | None:
+        async def decision(channel: Any) -> str | None:
             try:
                 problem = await self.check(rule, arguments, size)
                 if previous is not None:

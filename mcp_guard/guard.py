@@ -286,7 +286,7 @@ class Guard:
         id_key = msg.id_key
         pending = shared.submit(decision.charges)
 
-        async def admit() -> Any:
+        async def admit(channel: Any) -> Any:
             import anyio.to_thread
 
             return await anyio.to_thread.run_sync(pending.result)

@@ -32,13 +32,14 @@ import anyio
 from anyio.abc import TaskGroup
 
 from . import diagnostics, wire
-from .actions import ClientAction, Defer, Drop, Forward, Interceptor, PassThrough, Reply
+from .actions import ClientAction, ClientChannel, Defer, Drop, Forward, Interceptor, PassThrough, Reply
 from .streams import LineWriter, Oversized, ReadDone, StreamClosed, iter_lines
 from .upstream import Upstream, exit_status
 
 log = logging.getLogger("mcp_guard")
 
-__all__ = ["ClientAction", "Defer", "Drop", "Forward", "Interceptor", "Options", "PassThrough", "Relay", "Reply"]
+__all__ = ["ClientAction", "ClientChannel", "Defer", "Drop", "Forward", "Interceptor", "Options", "PassThrough",
+           "Relay", "Reply"]
 
 
 @dataclass(slots=True)
@@ -434,7 +435,7 @@ class Relay:
                     # once), so that whatever it must clean up is cleaned up.
                     scope.cancel()
                 try:
-                    result = await deferred.decision()
+                    result = await deferred.decision(self.client_channel)
                 except Exception:
                     log.exception("mcp-guard could not decide on %s; refusing it", msg.method)
                     failed = True
@@ -540,6 +541,19 @@ class Relay:
         self._to_upstream(msg.raw)
 
     # --- mcp-guard's own requests to the client -------------------------------------------------
+
+    @property
+    def client_channel(self) -> ClientChannel:
+        return _Channel(self)
+
+    async def notify_client(self, method: str, params: dict[str, Any] | None) -> None:
+        """Send a notification of mcp-guard's own to the client."""
+        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            message["params"] = params
+        with self._locked():
+            self._to_client(wire.encode(message))
+        await self._write_from_loop()
 
     async def request_client(self, method: str, params: dict[str, Any] | None,
                              timeout: float) -> wire.Message | None:
@@ -724,3 +738,19 @@ class Relay:
         self._pop_pending(key)  # type: ignore[arg-type]
         self._lose(entry)
         self._to_client(wire.error_response(entry.id, code, message))
+
+
+class _Channel:
+    """The relay's ClientChannel."""
+
+    __slots__ = ("_relay",)
+
+    def __init__(self, relay: Relay) -> None:
+        self._relay = relay
+
+    async def request(self, method: str, params: dict[str, Any] | None,
+                      timeout: float) -> wire.Message | None:
+        return await self._relay.request_client(method, params, timeout)
+
+    async def notify(self, method: str, params: dict[str, Any] | None) -> None:
+        await self._relay.notify_client(method, params)

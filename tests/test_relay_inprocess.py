@@ -29,8 +29,8 @@ class AskingInterceptor(PassThrough):
         if msg.method != "tools/call":
             return Forward()
 
-        async def decision() -> Forward | Reply:
-            answer = await self.relay.request_client("elicitation/create", {"message": "Allow?"}, timeout=5)
+        async def decision(channel: Any) -> Forward | Reply:
+            answer = await channel.request("elicitation/create", {"message": "Allow?"}, timeout=5)
             if answer is not None and answer.body.get("result", {}).get("action") == "accept":
                 return Forward()
             return Reply(wire.error_response(msg.id, wire.GUARD_REFUSED, "declined"))
@@ -154,8 +154,8 @@ def test_a_late_answer_to_our_own_request_is_not_forwarded(tmp_path: Path) -> No
             if msg.method != "tools/call":
                 return Forward()
 
-            async def decision() -> Forward | Reply:
-                await self.relay.request_client("elicitation/create", {"message": "Allow?"}, timeout=0.2)
+            async def decision(channel: Any) -> Forward | Reply:
+                await channel.request("elicitation/create", {"message": "Allow?"}, timeout=0.2)
                 return Reply(wire.error_response(msg.id, wire.GUARD_REFUSED, "no answer in time"))
 
             return Defer(decision)
