@@ -84,6 +84,10 @@ class Interceptor(Protocol):
 
     def upstream_request(self, msg: wire.Message) -> None: ...
 
+    # Optional: `async def serve(self, channel: ClientChannel) -> None`. When an interceptor has it, the
+    # relay runs it as a task for the whole session (cancelled when the session ends): the place for
+    # work of mcp-guard's own, such as watching the policy file and telling the client its tools changed.
+
 
 class PassThrough:
     """The interceptor of a relay without a policy: everything passes."""

@@ -60,11 +60,17 @@ class Pending:
     scope: Any = None
 
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 @dataclass
 class Options:
     max_message_bytes: int = 64 * 1024 * 1024
     drain_timeout: float = 30.0
     shutdown_grace: float = 3.0
+    # The signals that end the session. One left out (SIGHUP, when the policy reloads on it) is not
+    # the relay's: whoever wants it opens its own receiver (Interceptor.serve).
+    stop_signals: tuple[signal.Signals, ...] = SIGNALS
 
 
 @dataclass
@@ -72,8 +78,6 @@ class _OwnRequest:
     done: anyio.Event = field(default_factory=anyio.Event)
     answer: wire.Message | None = None
 
-
-SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 # Above this size an upstream answer that nothing needs to inspect is passed on by its id alone.
 LARGE_ANSWER_BYTES = 1024 * 1024
@@ -136,7 +140,7 @@ class Relay:
         child's shutdown included (a second signal then cuts the shutdown short). A pump thread blocked
         on a peer that is gone is abandoned: the caller ends the process."""
         self._outbox.client, self._outbox.upstream, self._outbox.deferred = [], [], []
-        with anyio.open_signal_receiver(*SIGNALS) as signals:
+        with anyio.open_signal_receiver(*self.options.stop_signals) as signals:
             async with anyio.create_task_group() as watchers:
                 watchers.start_soon(self._watch_signals, signals)
                 for signum in self.early_signals:  # arrived before the receiver was listening
@@ -147,6 +151,9 @@ class Relay:
                         tg.start_soon(self._client_side)
                         tg.start_soon(self._upstream_side)
                         tg.start_soon(self._watch_child)
+                        serve = getattr(self.interceptor, "serve", None)
+                        if serve is not None:
+                            tg.start_soon(serve, self.client_channel)
                         await self._done.wait()
                         tg.cancel_scope.cancel()
                 finally:
@@ -570,6 +577,13 @@ class Relay:
             with anyio.move_on_after(timeout):
                 await own.done.wait()
             return own.answer
+        except anyio.get_cancelled_exc_class():
+            # Whoever asked gave up (the client cancelled the call that waits on this): the client is
+            # told to stop asking its human.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+                await self.notify_client("notifications/cancelled",
+                                         {"requestId": request_id, "reason": "no longer needed"})
+            raise
         finally:
             del self.own_requests[request_id]
 
