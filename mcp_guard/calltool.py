@@ -31,6 +31,7 @@ from typing import IO, Any
 from .commandline import Failure, parse_arguments
 
 DECISION_META = "mcp-guard/decision"  # guard.DECISION_META, without importing the relay to read it
+RECORD_WAIT_SECONDS = 5.0  # for the decision record of a call already answered (audit.py writes it in a thread)
 
 # What happened to a call, in the words `call` and `mcp-guard test` use.
 ALLOWED = "allowed"  # it reached the server, which answered (successfully or not)
@@ -209,8 +210,20 @@ class GuardedSession:
         return judge(tool, record, answer)
 
     def _decision_record(self, request_id: int) -> dict[str, Any]:
-        # Written (line-buffered) before the answer was relayed, so it is there by now. Read on from where
-        # the last look stopped: a file of many calls is read once, not once per call.
+        # The audit's writer thread writes it as the answer passes (a forwarded call's record holds the
+        # answer's outcome): looked for again for a moment if it is not there yet.
+        deadline = time.monotonic() + RECORD_WAIT_SECONDS
+        while True:
+            self._read_records()
+            found = self._decisions.pop(request_id, None)
+            if found is not None:
+                return found
+            if time.monotonic() > deadline:
+                raise self._failed(f"mcp-guard wrote no decision record for request {request_id}")
+            time.sleep(0.01)
+
+    def _read_records(self) -> None:
+        # Read on from where the last look stopped: a file of many calls is read once, not once per call.
         try:
             with open(self.audit_path, encoding="utf-8") as audit:
                 audit.seek(self._audit_offset)
@@ -223,10 +236,6 @@ class GuardedSession:
                         self._decisions[record.get("request_id")] = record
         except (OSError, ValueError):
             pass
-        found = self._decisions.pop(request_id, None)
-        if found is None:
-            raise self._failed(f"mcp-guard wrote no decision record for request {request_id}")
-        return found
 
     def close(self) -> None:
         if self._closed:

@@ -52,7 +52,11 @@ def cli() -> None:
               help="Relay without a policy: every message passes. Without a policy and without this "
                    "flag, run refuses to start.")
 @click.option("--audit", "audit_path", envvar=AUDIT_ENV, type=click.Path(dir_okay=False),
-              help=f"Append one JSON decision record per line to this file. Also ${AUDIT_ENV}.")
+              help=f"Append one JSON decision record per line to this file (docs/audit.md). Also ${AUDIT_ENV}.")
+@click.option("--audit-args", "audit_args", default="keys", show_default=True, envvar="MCP_GUARD_AUDIT_ARGS",
+              type=click.Choice(["keys", "hash", "full"]),
+              help="What the audit records of a call's arguments: their keys, a SHA-256 of the canonical "
+                   "arguments (identical calls match), or the arguments whole (they may hold secrets).")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               help="mcp-guard's own log on stderr.")
@@ -68,8 +72,8 @@ def cli() -> None:
                    "state directory.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def run(ctx: click.Context, policy_path: str | None, no_policy: bool, audit_path: str | None, log_level: str,
-        max_message_bytes: int, drain_timeout: float, shutdown_grace: float, state: str | None,
+def run(ctx: click.Context, policy_path: str | None, no_policy: bool, audit_path: str | None, audit_args: str,
+        log_level: str, max_message_bytes: int, drain_timeout: float, shutdown_grace: float, state: str | None,
         command: tuple[str, ...]) -> None:
     """Run COMMAND (an MCP stdio server) behind the policy: mcp-guard run --policy FILE COMMAND [ARGS...]
     (a `--` before COMMAND is optional)."""
@@ -97,17 +101,17 @@ def run(ctx: click.Context, policy_path: str | None, no_policy: bool, audit_path
     from .upstream import StartError
 
     try:
-        audit = AuditLog(audit_path)
+        audit = AuditLog(audit_path, audit_args, command)
     except OSError as exc:
         raise Failure(f"cannot open the audit file {audit_path}: {exc.strerror or exc}", 2,
                       answer_client=True) from None
-    audit.record("start", policy=policy.source, command=list(command), version=__version__)
+    audit.record("start", policy=policy.source, command=list(command), version=__version__, audit_args=audit_args)
     options = Options(max_message_bytes, drain_timeout, shutdown_grace)
     guard = Guard(policy, audit, shared=shared, pins=_pin_check(policy))
 
     def ended(status: int, how: str) -> None:
         # The session's last record: how it ended, and what was decided in it.
-        audit.record("end", how=how, status=status, calls=sum(guard.counts.values()), decisions=guard.counts)
+        audit.record("end", how=how, status=status, calls=sum(guard.counts.values()), decisions=dict(guard.counts))
 
     try:
         discovered = policy_path is None
@@ -218,6 +222,47 @@ def explain(ctx: click.Context, policy_path: str | None, args_json: str | None, 
     if discovered:
         _announce(f"policy {policy_path} (found: no --policy named one)")
     sys.exit(report(policy_path, tool, args_json, command, timeout, as_json, from_environment))
+
+
+@cli.group()
+def audit() -> None:
+    """Read an audit file (run --audit FILE): check its hash chain, count its decisions, follow it."""
+
+
+@audit.command("verify")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: each session's records, last hash, problem.")
+def audit_verify(file: str, as_json: bool) -> None:
+    """Check every session's hash chain in FILE: OK, or the first line removed, edited or reordered in
+    each session. Exit status: 0 intact, 1 broken, 3 intact but mcp-guard could not write some records
+    (a full disk), 2 unreadable."""
+    from .auditcli import verify_command
+
+    sys.exit(verify_command(file, as_json))
+
+
+@audit.command("summary")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--since", default=None, metavar="DURATION", help="Only records of the last 30s, 15m, 1h, 2d...")
+@click.option("--session", default=None, metavar="ID", help="Only this session (a prefix of its id is enough).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for programs.")
+def audit_summary(file: str, since: str | None, session: str | None, as_json: bool) -> None:
+    """Counts by tool and decision, the commonest refusal reasons, the slowest tools and the approvals."""
+    from .auditcli import summary_command
+
+    sys.exit(summary_command(file, since, session, as_json))
+
+
+@audit.command("tail")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("-n", "--lines", default=10, show_default=True, type=click.IntRange(0),
+              help="Decisions already in the file to show first.")
+@click.option("--no-follow", is_flag=True, help="Show them and stop, instead of following the file.")
+def audit_tail(file: str, lines: int, no_follow: bool) -> None:
+    """Follow FILE live, one short line per decision (Ctrl-C stops)."""
+    from .auditcli import tail_command
+
+    sys.exit(tail_command(file, lines, not no_follow))
 
 
 def _pin_check(policy: Any) -> Any:

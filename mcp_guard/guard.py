@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import wire
 from .actions import ClientAction, Defer, Drop, Forward, Reply
 from .argcheck import ArgumentChecks
-from .audit import AuditLog
+from .audit import AuditLog, PendingCall
 from .engine import Charge, Decision, SessionState, ToolCall, decide, select_rule, visible
 from .policy import Policy
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("mcp_guard")
 
 PROTOCOL_VERSION_META = "io.modelcontextprotocol/protocolVersion"
+SERVER_INFO_META = "io.modelcontextprotocol/serverInfo"
 # Stateless MCP (no initialize; every request carries its version) starts with this revision.
 FIRST_STATELESS_VERSION = "2026-07-28"
 DECISION_META = "mcp-guard/decision"
@@ -63,6 +64,7 @@ class CallWatch:
     since: float | None = None  # when it was decided, for the --log-level info line; None: not logged
     refund: str = "protocol_error"  # the rule's "refund": which failed answers give the quota back
     shared_tokens: tuple[Any, ...] = ()  # what a limit store took (sharedlimits.Admission.tokens)
+    audit: PendingCall | None = None  # its audit record, written when the answer passes
 
 
 @dataclass(slots=True)
@@ -88,11 +90,20 @@ def _new_probe_name() -> str:
 
 @dataclass(slots=True)
 class TimedCall:
-    """An allowed call that takes nothing from a limit, watched only for its log line (info level)."""
+    """An allowed call that takes nothing from a limit, watched only for its log line (info level) and
+    its audit record (outcome and duration)."""
 
     tool: str
     rule: str | None
-    since: float
+    since: float | None
+    audit: PendingCall | None = None
+
+
+@dataclass(slots=True)
+class InitWatch:
+    """initialize (handshake era) or server/discover (2026-07-28): the answer names the server."""
+
+    request_id: Any
 
 
 def _carries_stateless_version(msg: wire.Message) -> bool:
@@ -138,6 +149,8 @@ class Guard:
             return self._tools_call(msg)
         if method == "tools/list":
             return Forward(watch=ListWatch(msg.id))
+        if method in ("initialize", "server/discover"):
+            return Forward(watch=InitWatch(msg.id))
         return Forward()
 
     def client_notification(self, msg: wire.Message) -> Forward | Drop:
@@ -157,12 +170,12 @@ class Guard:
 
     def _note_era(self, msg: wire.Message) -> None:
         if msg.method == "initialize":
-            self.era = "handshake"
+            self.era = self.audit.era = "handshake"
             return
         if self.era is not None and msg.method != "server/discover":
             return
         if _carries_stateless_version(msg):
-            self.era = "stateless"
+            self.era = self.audit.era = "stateless"
 
     def _stateless(self, msg: wire.Message) -> bool:
         return self.era == "stateless" or _carries_stateless_version(msg)
@@ -171,7 +184,7 @@ class Guard:
         params = msg.params
         name = params.get("name") if isinstance(params, dict) else None
         if not isinstance(name, str):
-            self.audit.record("call", request_id=msg.id, tool=None, action="deny",
+            self.audit.record("call", request_id=msg.id, tool=None, action="deny", kind="malformed",
                               reason="tools/call without a string name")
             return Reply(wire.error_response(msg.id, wire.INVALID_PARAMS,
                                              "Invalid params: tools/call needs a string \"name\""))
@@ -179,13 +192,13 @@ class Guard:
         for key in () if params.keys() <= CALL_PARAMS else params:
             if key not in ("name", "arguments") and key.casefold() in ("name", "arguments"):
                 # A case-insensitive parser upstream would read this key as the real one.
-                self.audit.record("call", request_id=msg.id, tool=name, action="deny",
+                self.audit.record("call", request_id=msg.id, tool=name, action="deny", kind="malformed",
                                   reason=f"ambiguous key {key!r} in params")
                 return Reply(wire.error_response(msg.id, wire.INVALID_PARAMS,
                                                  f"Invalid params: key {key!r} is ambiguous"))
         arguments = params.get("arguments")
         if arguments is not None and not isinstance(arguments, dict):
-            self.audit.record("call", request_id=msg.id, tool=name, action="deny",
+            self.audit.record("call", request_id=msg.id, tool=name, action="deny", kind="malformed",
                               reason="arguments is not an object")
             return Reply(wire.error_response(msg.id, wire.INVALID_PARAMS,
                                              "Invalid params: tools/call \"arguments\" must be an object"))
@@ -222,18 +235,26 @@ class Guard:
         self.counts[decision.action] = self.counts.get(decision.action, 0) + 1
         if decision.allowed and self.shared is not None and any(c.scope != "session" for c in decision.charges):
             return self._shared_call(msg, name, arguments, decision, now)
+        pending = None
         if self.audit.enabled:
-            self.audit.record("call", request_id=msg.id, tool=name, **decision.as_record(),
-                              argument_keys=sorted(arguments) if arguments else [])
+            fields = {"request_id": msg.id, "tool": name, **decision.as_record(), "kind": decision.kind,
+                      **self.audit.arguments(arguments)}
+            if decision.allowed:
+                pending = self.audit.pending("call", **fields)  # written with the answer's outcome
+            else:
+                self.audit.record("call", **fields)
         if decision.allowed:
             if decision.charges or continuation:
                 self.state.record(decision.charges)
                 assert msg.id_key is not None
                 watch = CallWatch(name, decision.charges, msg.id_key, request_line=msg.raw, rule=decision.rule,
-                                  since=now if self.log_calls else None, refund=self._refund_mode(name))
+                                  since=now if self.log_calls else None, refund=self._refund_mode(name),
+                                  audit=pending)
                 self._charged_calls[msg.id_key] = watch
                 return Forward(watch=watch)
-            return Forward(watch=TimedCall(name, decision.rule, now) if self.log_calls else None)
+            if self.log_calls or pending is not None:
+                return Forward(watch=TimedCall(name, decision.rule, now if self.log_calls else None, pending))
+            return Forward()
         elapsed = self.clock() - now
         if decision.action == "hide":
             _log_call(logging.WARNING, name, "hide", decision.rule, elapsed,
@@ -248,7 +269,8 @@ class Guard:
         or not yet seen matching it."""
         decision = Decision(action, None, reason, kind="pin")
         self.counts[action] = self.counts.get(action, 0) + 1
-        self.audit.record("call", request_id=msg.id, tool=name, **decision.as_record(), kind="pin")
+        self.audit.record("call", request_id=msg.id, tool=name, **decision.as_record(), kind="pin",
+                          **self.audit.arguments(params.get("arguments")))
         _log_call(logging.WARNING, name, action, None, 0.0, f"refused: {reason}")
         if action == "hide":
             return self._hidden_call(msg, name, params)
@@ -293,10 +315,15 @@ class Guard:
 
         def settle(admission: Any) -> ClientAction:
             final = admission.refusal or decision
+            pending = None
             if self.audit.enabled:
                 extra: dict[str, Any] = {"store_error": admission.store_error} if admission.store_error else {}
-                self.audit.record("call", request_id=msg.id, tool=name, **final.as_record(),
-                                  argument_keys=sorted(arguments) if arguments else [], **extra)
+                fields = {"request_id": msg.id, "tool": name, **final.as_record(), "kind": final.kind,
+                          **self.audit.arguments(arguments), **extra}
+                if admission.refusal is None:
+                    pending = self.audit.pending("call", **fields)
+                else:
+                    self.audit.record("call", **fields)
             if admission.refusal is not None:
                 self.counts[decision.action] -= 1
                 self.counts[final.action] = self.counts.get(final.action, 0) + 1
@@ -306,7 +333,7 @@ class Guard:
                 return Reply(self._refusal(msg, name, final))
             watch = CallWatch(name, decision.charges, id_key, request_line=msg.raw, rule=decision.rule,
                               since=now if self.log_calls else None, refund=self._refund_mode(name),
-                              shared_tokens=admission.tokens)
+                              shared_tokens=admission.tokens, audit=pending)
             self._charged_calls[id_key] = watch
             return Forward(watch=watch)
 
@@ -346,8 +373,12 @@ class Guard:
             return self._filter_listing(msg, watch)
         if isinstance(watch, ProbeWatch):
             return self._answer_as_unknown(msg, watch)
+        if isinstance(watch, InitWatch):
+            return self._server_answer(msg)
         if isinstance(watch, (CallWatch, TimedCall)) and watch.since is not None:
             _log_call(logging.INFO, watch.tool, "allow", watch.rule, self.clock() - watch.since, _outcome(msg))
+        if isinstance(watch, (CallWatch, TimedCall)) and watch.audit is not None:
+            self.audit.finish(watch.audit, msg.body)
         if isinstance(watch, CallWatch):
             self._charged_calls.pop(watch.id_key, None)
             result = msg.body.get("result")
@@ -383,9 +414,22 @@ class Guard:
     def upstream_answer_lost(self, watch: Any) -> None:
         if isinstance(watch, (CallWatch, TimedCall)) and watch.since is not None:
             _log_call(logging.INFO, watch.tool, "allow", watch.rule, self.clock() - watch.since, "no answer")
+        if isinstance(watch, (CallWatch, TimedCall)) and watch.audit is not None:
+            self.audit.finish(watch.audit, None)
         # The call may or may not have run: its quota stays taken.
         if isinstance(watch, CallWatch):
             self._charged_calls.pop(watch.id_key, None)
+
+    def _server_answer(self, msg: wire.Message) -> Forward:
+        """The answer to initialize or server/discover: its serverInfo names the server in audit records."""
+        result = msg.body.get("result")
+        info = result.get("serverInfo") if isinstance(result, dict) else None
+        if info is None and isinstance(result, dict) and isinstance(result.get("_meta"), dict):
+            info = result["_meta"].get(SERVER_INFO_META)  # 2026-07-28: server/discover's stamp
+        name = info.get("name") if isinstance(info, dict) else None
+        if isinstance(name, str):
+            self.audit.server = name
+        return Forward()
 
     def _answer_as_unknown(self, msg: wire.Message, watch: ProbeWatch) -> Forward | Reply:
         """The upstream's answer to a probe, with the probe's name turned into the hidden one in the raw
