@@ -60,6 +60,9 @@ def cli() -> None:
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               help="mcp-guard's own log on stderr.")
+@click.option("--monitor", is_flag=True,
+              help="Monitor (shadow) mode: decide and record every call as the policy says (monitor_would_deny, "
+                   "...), warn on stderr, but refuse and hide nothing. To roll a policy out (docs/audit.md).")
 @click.option("--max-message-bytes", default=64 * 1024 * 1024, show_default=True, type=click.IntRange(1024),
               help="Longer lines are refused (client) or dropped (upstream) with a JSON-RPC error.")
 @click.option("--drain-timeout", default=30.0, show_default=True, type=click.FloatRange(0),
@@ -73,8 +76,8 @@ def cli() -> None:
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, policy_path: str | None, no_policy: bool, audit_path: str | None, audit_args: str,
-        log_level: str, max_message_bytes: int, drain_timeout: float, shutdown_grace: float, state: str | None,
-        command: tuple[str, ...]) -> None:
+        log_level: str, monitor: bool, max_message_bytes: int, drain_timeout: float, shutdown_grace: float,
+        state: str | None, command: tuple[str, ...]) -> None:
     """Run COMMAND (an MCP stdio server) behind the policy: mcp-guard run --policy FILE COMMAND [ARGS...]
     (a `--` before COMMAND is optional)."""
     from .commandline import load_run_policy, policy_summary
@@ -105,9 +108,10 @@ def run(ctx: click.Context, policy_path: str | None, no_policy: bool, audit_path
     except OSError as exc:
         raise Failure(f"cannot open the audit file {audit_path}: {exc.strerror or exc}", 2,
                       answer_client=True) from None
-    audit.record("start", policy=policy.source, command=list(command), version=__version__, audit_args=audit_args)
+    audit.record("start", policy=policy.source, command=list(command), version=__version__, audit_args=audit_args,
+                 mode="monitor" if monitor or policy.mode == "monitor" else "enforce")
     options = Options(max_message_bytes, drain_timeout, shutdown_grace)
-    guard = Guard(policy, audit, shared=shared, pins=_pin_check(policy))
+    guard = Guard(policy, audit, shared=shared, pins=_pin_check(policy), monitor=monitor)
 
     def ended(status: int, how: str) -> None:
         # The session's last record: how it ended, and what was decided in it.
@@ -115,7 +119,7 @@ def run(ctx: click.Context, policy_path: str | None, no_policy: bool, audit_path
 
     try:
         discovered = policy_path is None
-        summary = (policy_summary(policy, discovered) if not no_policy
+        summary = (policy_summary(policy, discovered, monitor) if not no_policy
                    else "no policy (--no-policy): every message passes")
         status = run_relay(command, guard, options, started=lambda: _announce(summary), ended=ended)
     except StartError as exc:

@@ -107,13 +107,24 @@ def misspelled_variables(environ: Mapping[str, str], known: set[str]) -> list[tu
     return found
 
 
-def policy_summary(policy: Any, discovered: bool = False) -> str:
+def policy_summary(policy: Any, discovered: bool = False, monitor: bool = False) -> str:
     """The start-up line that says which policy is in force (and that it was found, not named)."""
     hidden = sum(1 for rule in policy.rules if rule.action == "hide")
     rules = sum(1 for rule in policy.rules if rule.origin == "rules")
     return (f"policy {os.path.abspath(policy.source)}: {hidden} hidden, {rules} rule(s), "
             f"default {policy.default}" + (f", tools pinned in {policy.pin}" if getattr(policy, "pin", None) else "")
-            + (" (found there: no --policy named one)" if discovered else ""))
+            + monitor_words(policy, monitor) + (" (found there: no --policy named one)" if discovered else ""))
+
+
+def monitor_words(policy: Any, monitor: bool = False) -> str:
+    """", MONITOR MODE: ..." when nothing is enforced, ", N rule(s) monitored: ..." when some rules are not."""
+    if monitor or getattr(policy, "mode", "enforce") == "monitor":
+        why = "--monitor" if monitor else "the policy's \"mode\""
+        return f", MONITOR MODE ({why}): every decision is recorded, nothing is refused or hidden"
+    monitored = [rule.key for rule in policy.rules if getattr(rule, "monitor", False)]
+    if monitored:
+        return f", {len(monitored)} rule(s) in monitor mode (recorded, not enforced): {', '.join(monitored)}"
+    return ""
 
 
 # Where a policy is looked for when none is named (--policy, $MCP_GUARD_POLICY): the project's own file

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import wire
 from .actions import ClientAction, Defer, Drop, Forward, Reply
 from .argcheck import ArgumentChecks
-from .audit import AuditLog, PendingCall
+from .audit import MONITOR_NAMES, AuditLog, PendingCall, decision_name
 from .engine import Charge, Decision, SessionState, ToolCall, decide, select_rule, visible
 from .policy import Policy
 
@@ -117,8 +117,9 @@ def _carries_stateless_version(msg: wire.Message) -> bool:
 class Guard:
     def __init__(self, policy: Policy, audit: AuditLog | None = None,
                  clock: Callable[[], float] = time.monotonic, shared: SharedLimits | None = None,
-                 pins: PinCheck | None = None) -> None:
+                 pins: PinCheck | None = None, monitor: bool = False) -> None:
         self.policy = policy
+        self.monitor = monitor  # --monitor: the whole policy in monitor mode, whatever it says
         self.pins = pins  # the policy's tool pin (pinning.py), its lock file read at start
         if shared is None and policy.shared_limits:
             from .sharedlimits import in_memory
@@ -235,6 +236,8 @@ class Guard:
         self.counts[decision.action] = self.counts.get(decision.action, 0) + 1
         if decision.allowed and self.shared is not None and any(c.scope != "session" for c in decision.charges):
             return self._shared_call(msg, name, arguments, decision, now)
+        if not decision.allowed and self._monitored(decision):
+            return self._monitor_forward(msg, name, arguments, decision, now)
         pending = None
         if self.audit.enabled:
             fields = {"request_id": msg.id, "tool": name, **decision.as_record(), "kind": decision.kind,
@@ -269,6 +272,8 @@ class Guard:
         or not yet seen matching it."""
         decision = Decision(action, None, reason, kind="pin")
         self.counts[action] = self.counts.get(action, 0) + 1
+        if self._monitored(decision):
+            return self._monitor_forward(msg, name, params.get("arguments"), decision, self.clock())
         self.audit.record("call", request_id=msg.id, tool=name, **decision.as_record(), kind="pin",
                           **self.audit.arguments(params.get("arguments")))
         _log_call(logging.WARNING, name, action, None, 0.0, f"refused: {reason}")
@@ -315,6 +320,11 @@ class Guard:
 
         def settle(admission: Any) -> ClientAction:
             final = admission.refusal or decision
+            if admission.refusal is not None and self._monitored(admission.refusal):
+                self.counts[decision.action] -= 1
+                self.counts[final.action] = self.counts.get(final.action, 0) + 1
+                self.state.refund(decision.charges)
+                return self._monitor_forward(msg, name, arguments, final, now)
             pending = None
             if self.audit.enabled:
                 extra: dict[str, Any] = {"store_error": admission.store_error} if admission.store_error else {}
@@ -338,6 +348,39 @@ class Guard:
             return Forward(watch=watch)
 
         return Defer(admit, settle)
+
+    # --- monitor (shadow) mode -------------------------------------------------------------------------
+
+    def _monitored(self, decision: Decision) -> bool:
+        """Whether a refusal is only to be recorded: --monitor, the policy's "mode": "monitor", or the
+        deciding rule's "monitor": true (a pin's refusal has no rule: only the first two apply)."""
+        if self._monitoring_all():
+            return True
+        if decision.rule is None or decision.kind == "pin":
+            return False
+        return any(rule.monitor for rule in self.policy.rules if rule.key == decision.rule)
+
+    def _monitoring_all(self) -> bool:
+        return self.monitor or self.policy.mode == "monitor"
+
+    def _rule_monitored(self, name: str) -> bool:
+        rule = select_rule(self.policy, name)
+        return rule is not None and rule.monitor
+
+    def _monitor_forward(self, msg: wire.Message, name: str, arguments: Any, decision: Decision,
+                         now: float) -> Forward:
+        """A refusal in monitor mode: recorded as it would have been (monitor_would_deny, ...), warned
+        about, and the call forwarded as it came (a hidden tool's too: it was listed). Nothing is charged,
+        as a refused call takes nothing from a limit: the limits count what enforcing would let through."""
+        would = MONITOR_NAMES.get(decision_name(decision.action, decision.kind, decision.reason), "monitor_would_deny")
+        _log_call(logging.WARNING, name, would, decision.rule, self.clock() - now,
+                  f"forwarded (monitor mode); enforcing would answer: {decision.reason}")
+        pending = None
+        if self.audit.enabled:
+            pending = self.audit.pending("call", request_id=msg.id, tool=name, **decision.as_record(),
+                                         kind=decision.kind, decision=would, monitor=True,
+                                         **self.audit.arguments(arguments))
+        return Forward(watch=TimedCall(name, decision.rule, now if self.log_calls else None, pending))
 
     def _refusal(self, msg: wire.Message, name: str, decision: Decision) -> bytes:
         text = f"mcp-guard refused the call to {name}: {decision.reason}"
@@ -471,16 +514,26 @@ class Guard:
                                              "mcp-guard could not read the upstream server's tool list"))
         kept: list[Any] = []
         hidden: list[str] = []
+        would_hide: list[str] = []  # monitor mode: listed all the same
         for tool in tools:
-            if visible(self.policy, tool["name"]) and self._pinned(tool):
+            policy_shows = visible(self.policy, tool["name"])
+            if policy_shows and self._pinned(tool):
                 kept.append(tool)
+            elif self._monitoring_all() or (not policy_shows and self._rule_monitored(tool["name"])):
+                kept.append(tool)
+                would_hide.append(tool["name"])
             else:
                 hidden.append(tool["name"])
             if tool["name"] == self._probe_name:  # never, in practice: a probe must name no real tool
                 self._probe_name = _new_probe_name()
+        if would_hide:
+            log.warning("tools/list: %d tool(s) listed that enforcing would hide (monitor mode): %s",
+                        len(would_hide), ", ".join(name if name.isprintable() else repr(name) for name in would_hide))
+        if hidden or would_hide or rewrite:
+            extra = {"would_hide": would_hide, "monitor": True} if would_hide else {}
+            self.audit.record("list", request_id=msg.id, hidden=hidden, shown=len(kept), **extra)
         if not hidden and not rewrite:
             return Forward()
-        self.audit.record("list", request_id=msg.id, hidden=hidden, shown=len(kept))
         assert isinstance(result, dict)
         result["tools"] = kept
         return Forward(replacement=wire.encode(body))

@@ -89,6 +89,7 @@ class Rule:
     arguments: Any = None  # a JSON Schema, or None
     origin: str = "rules"  # "rules" or "hide": where the policy file says it
     refund: Refund = "protocol_error"  # which failed calls give their quota back
+    monitor: bool = False  # monitor mode for this rule: its refusals are recorded, the call still passes
 
     @property
     def is_glob(self) -> bool:
@@ -122,6 +123,8 @@ class Policy:
     # what a tool that is new or changed since it was pinned gets.
     pin: str | None = None
     on_pin_mismatch: Literal["hide", "require_approval"] = "hide"
+    # "monitor": every decision is recorded as it would be, and nothing is refused or hidden (docs/audit.md).
+    mode: Literal["enforce", "monitor"] = "enforce"
 
     @property
     def shared_limits(self) -> bool:
@@ -134,7 +137,8 @@ class Policy:
               default_reason: str | None = None, description: str | None = None, raw: Any = None,
               limits: Limits | None = None, name: str | None = None, state: str | None = None,
               on_store_error: Literal["deny", "allow"] = "deny", pin: str | None = None,
-              on_pin_mismatch: Literal["hide", "require_approval"] = "hide") -> Policy:
+              on_pin_mismatch: Literal["hide", "require_approval"] = "hide",
+              mode: Literal["enforce", "monitor"] = "enforce") -> Policy:
         exact: dict[str, list[Rule]] = {}
         globs: list[tuple[Rule, re.Pattern[str]]] = []
         for rule in rules:
@@ -145,7 +149,7 @@ class Policy:
         return cls(source, default, default_reason, description, rules, raw,
                    {k: tuple(v) for k, v in exact.items()}, tuple(globs), limits=limits or Limits(),
                    name=name, state=state, on_store_error=on_store_error, pin=pin,
-                   on_pin_mismatch=on_pin_mismatch)
+                   on_pin_mismatch=on_pin_mismatch, mode=mode)
 
     def matching_rules(self, name: str) -> tuple[Rule, ...]:
         """Every rule whose key matches `name`, most decisive first (the precedence order)."""
@@ -497,6 +501,7 @@ def _build(data: dict[str, Any], text: str, file: str) -> Policy:
                           budget.get("scope", "session")) if budget else None,
             arguments=arguments,
             refund=spec.get("refund", "protocol_error"),
+            monitor=spec.get("monitor", False),
         ))
     for key in data.get("hide") or ():
         rules.append(Rule(key=key, action="hide", origin="hide"))
@@ -514,7 +519,8 @@ def _build(data: dict[str, Any], text: str, file: str) -> Policy:
                         Limits(limits.get("max_argument_bytes", defaults.max_argument_bytes),
                                float(limits.get("argument_check_seconds", defaults.argument_check_seconds))),
                         name=data.get("name"), state=state, on_store_error=data.get("on_store_error", "deny"),
-                        pin=_pin_path(file, data.get("pin")), on_pin_mismatch=data.get("on_pin_mismatch", "hide"))
+                        pin=_pin_path(file, data.get("pin")), on_pin_mismatch=data.get("on_pin_mismatch", "hide"),
+                        mode=data.get("mode", "enforce"))
 
 
 def _pin_path(file: str, pin: Any) -> str | None:

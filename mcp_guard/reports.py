@@ -146,8 +146,12 @@ def check(policy_file: str, command: tuple[str, ...], timeout: float) -> int:
                                 f"mcp-guard run {does} what is new or changed")
                 drift_report = drift_lines(found)
                 pin_held = {name: "added" for name in found.added} | {name: "changed" for name, _ in found.changed}
+    from .commandline import monitor_words
+
     for finding in findings:
         click.echo(f"{policy_file}: warning: {finding}")
+    if monitor_words(policy):
+        click.echo(f"{policy_file}: note: {monitor_words(policy)[2:]}")
     for line in drift_report:
         click.echo(f"  {line}")
     if tools is not None:
@@ -226,7 +230,8 @@ def explain(policy_path: str, tool: str, args_json: str | None, command: tuple[s
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise Failure(f"no such tool on this server: {tool!r}{hint}; it offers {len(names)} tool(s)", 2)
     decision = decide(policy, ToolCall(tool, arguments), SessionState(), 0.0)
-    record = {"tool": tool, **decision.as_record()}
+    monitored = not decision.allowed and (policy.mode == "monitor" or (rule is not None and rule.monitor))
+    record = {"tool": tool, **decision.as_record(), **({"monitor": True} if monitored else {})}
     if as_json:
         click.echo(json.dumps(record))
         return 0 if decision.allowed else 1
@@ -234,6 +239,9 @@ def explain(policy_path: str, tool: str, args_json: str | None, command: tuple[s
     click.echo(f"tool:     {tool}")
     click.echo(f"decision: {decision.action}{' (hidden from tools/list)' if decision.action == 'hide' else ''}")
     click.echo(f"rule:     {rule.place if rule else 'default'}")
+    if monitored:
+        why = "the policy's \"mode\" is \"monitor\"" if policy.mode == "monitor" else "the rule says \"monitor\": true"
+        click.echo(f"monitor:  {why}: run records this decision but forwards the call (and lists the tool)")
     if decision.reason:
         click.echo(f"reason:   {decision.reason}")
     if rule is not None and rule.action in ("allow", "require_approval"):
