@@ -115,7 +115,8 @@ def tail_line(record: dict[str, Any]) -> str | None:
     """One short line for a decision (or a reload): time, session, tool, decision, rule, ms, outcome."""
     event = str(record.get("event", ""))
     clock = str(record.get("time", ""))[11:23]
-    session = str(record.get("session", ""))[:12]
+    parts = str(record.get("session", "")).split("-")
+    session = f"{parts[0]}-{parts[-1]}" if len(parts) > 2 else "-".join(parts)  # pid and the random part
     if event.startswith("reload"):
         what = record.get("problem") or f"{record.get('policy', '')}"
         return _fit(f"{clock} {session:<12} {event}: {what}", WIDTH)
@@ -124,17 +125,17 @@ def tail_line(record: dict[str, Any]) -> str | None:
                     f"{', '.join(map(str, record['hidden']))}", WIDTH)
     if not is_decision(record):
         return None
-    parts = [clock, f"{session:<12}", _fit(str(record.get("tool")), 32), str(record.get("decision") or event)]
+    fields = [clock, f"{session:<12}", _fit(str(record.get("tool")), 32), str(record.get("decision") or event)]
     if record.get("rule") is not None:
-        parts.append(f"[{_fit(str(record['rule']), 24)}]")
+        fields.append(f"[{_fit(str(record['rule']), 24)}]")
     if isinstance(record.get("duration_ms"), (int, float)):
-        parts.append(f"{record['duration_ms']:g} ms")
+        fields.append(f"{record['duration_ms']:g} ms")
     if record.get("outcome"):
         code = record.get("error_code")
-        parts.append(str(record["outcome"]) + (f" {code}" if code is not None else ""))
+        fields.append(str(record["outcome"]) + (f" {code}" if code is not None else ""))
     elif record.get("reason"):
-        parts.append(str(record["reason"]))
-    return _fit(" ".join(parts), WIDTH)
+        fields.append(str(record["reason"]))
+    return _fit(" ".join(fields), WIDTH)
 
 
 def tail_command(path: str, lines: int, follow: bool, interval: float = 0.25) -> int:
