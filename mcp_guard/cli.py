@@ -60,6 +60,8 @@ def cli() -> None:
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               help="mcp-guard's own log on stderr.")
+@click.option("--no-reload", is_flag=True,
+              help="Do not reload the policy when its file changes or on SIGHUP (SIGHUP then stops mcp-guard).")
 @click.option("--monitor", is_flag=True,
               help="Monitor (shadow) mode: decide and record every call as the policy says (monitor_would_deny, "
                    "...), warn on stderr, but refuse and hide nothing. To roll a policy out (docs/audit.md).")
@@ -76,8 +78,8 @@ def cli() -> None:
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, policy_path: str | None, no_policy: bool, audit_path: str | None, audit_args: str,
-        log_level: str, monitor: bool, max_message_bytes: int, drain_timeout: float, shutdown_grace: float,
-        state: str | None, command: tuple[str, ...]) -> None:
+        log_level: str, no_reload: bool, monitor: bool, max_message_bytes: int, drain_timeout: float,
+        shutdown_grace: float, state: str | None, command: tuple[str, ...]) -> None:
     """Run COMMAND (an MCP stdio server) behind the policy: mcp-guard run --policy FILE COMMAND [ARGS...]
     (a `--` before COMMAND is optional)."""
     from .commandline import load_run_policy, policy_summary
@@ -112,6 +114,14 @@ def run(ctx: click.Context, policy_path: str | None, no_policy: bool, audit_path
                  mode="monitor" if monitor or policy.mode == "monitor" else "enforce")
     options = Options(max_message_bytes, drain_timeout, shutdown_grace)
     guard = Guard(policy, audit, shared=shared, pins=_pin_check(policy), monitor=monitor)
+    if not no_policy and not no_reload:
+        import signal
+
+        from .reload import PolicyReloader
+
+        guard.reloader = PolicyReloader(policy.source, guard)
+        # SIGHUP reloads the policy (the reloader's own receiver) instead of ending the session.
+        options.stop_signals = tuple(s for s in options.stop_signals if s != getattr(signal, "SIGHUP", None))
 
     def ended(status: int, how: str) -> None:
         # The session's last record: how it ended, and what was decided in it.

@@ -22,7 +22,9 @@ from .engine import Charge, Decision, SessionState, ToolCall, decide, select_rul
 from .policy import Policy
 
 if TYPE_CHECKING:
+    from .actions import ClientChannel
     from .pinning import PinAction, PinCheck
+    from .reload import PolicyReloader, Prepared
     from .sharedlimits import SharedLimits
 
 log = logging.getLogger("mcp_guard")
@@ -34,6 +36,9 @@ FIRST_STATELESS_VERSION = "2026-07-28"
 DECISION_META = "mcp-guard/decision"
 # tools/call params in the handshake and stateless eras; anything else is looked at more closely.
 CALL_PARAMS = frozenset({"name", "arguments", "_meta", "task", "inputResponses", "requestState"})
+# With live reload, a listing's ttlMs (2026-07-28 caching) is cut to this: a client that opened no
+# subscription must not keep a listing fresh for long after the policy that filtered it changed.
+MAX_TTL_MS = 1000
 # JSON-RPC errors that mean the server did not run the call (method not found, invalid params, invalid
 # request): the only answers that give a call's quota back.
 REFUND_CODES = frozenset({wire.INVALID_REQUEST, wire.METHOD_NOT_FOUND, wire.INVALID_PARAMS})
@@ -100,6 +105,13 @@ class TimedCall:
 
 
 @dataclass(slots=True)
+class ListenWatch:
+    """A 2026-07-28 subscriptions/listen stream that asked for tool list changes, while it is open."""
+
+    id_key: str
+
+
+@dataclass(slots=True)
 class InitWatch:
     """initialize (handshake era) or server/discover (2026-07-28): the answer names the server."""
 
@@ -140,10 +152,18 @@ class Guard:
         # One line per call at info level (tool, decision, rule, ms); decided once, it costs a watch.
         self.log_calls = log.isEnabledFor(logging.INFO)
         self._argument_checks = ArgumentChecks(policy)
+        # Live reload (reload.py): the next policy, taken up at the next message; what the client was shown.
+        self.reloader: PolicyReloader | None = None
+        self._next: Prepared | None = None
+        self.listed: frozenset[str] = frozenset()  # every tool name a listing has shown so far
+        self.initialized = False  # the handshake's initialize was answered (list_changed can be sent)
+        self._tool_listeners: dict[str, Any] = {}  # open listen streams that want list changes, by id key
 
     # --- client messages -------------------------------------------------------------------------
 
     def client_request(self, msg: wire.Message) -> ClientAction:
+        if self._next is not None:
+            self._take_next()
         method = msg.method
         self._note_era(msg)
         if method == "tools/call":
@@ -152,9 +172,15 @@ class Guard:
             return Forward(watch=ListWatch(msg.id))
         if method in ("initialize", "server/discover"):
             return Forward(watch=InitWatch(msg.id))
+        if method == "subscriptions/listen" and self.reloader is not None and _wants_tool_changes(msg):
+            assert msg.id_key is not None
+            self._tool_listeners = {**self._tool_listeners, msg.id_key: msg.id}  # read by the reloader
+            return Forward(watch=ListenWatch(msg.id_key))
         return Forward()
 
     def client_notification(self, msg: wire.Message) -> Forward | Drop:
+        if self._next is not None:
+            self._take_next()
         # Every client notification MCP defines lives under notifications/. Anything else (a
         # tools/call sent without an id, say) is something a lenient server might act on unseen.
         if msg.method is not None and msg.method.startswith("notifications/"):
@@ -412,6 +438,11 @@ class Guard:
     # --- upstream answers ------------------------------------------------------------------------
 
     def upstream_answer(self, msg: wire.Message, watch: Any) -> Forward | Reply:
+        if self._next is not None:
+            self._take_next()
+        if isinstance(watch, ListenWatch):
+            self._stream_closed(watch)
+            return Forward()
         if isinstance(watch, ListWatch):
             return self._filter_listing(msg, watch)
         if isinstance(watch, ProbeWatch):
@@ -455,6 +486,8 @@ class Guard:
             watch.started = True
 
     def upstream_answer_lost(self, watch: Any) -> None:
+        if isinstance(watch, ListenWatch):
+            self._stream_closed(watch)
         if isinstance(watch, (CallWatch, TimedCall)) and watch.since is not None:
             _log_call(logging.INFO, watch.tool, "allow", watch.rule, self.clock() - watch.since, "no answer")
         if isinstance(watch, (CallWatch, TimedCall)) and watch.audit is not None:
@@ -464,15 +497,76 @@ class Guard:
             self._charged_calls.pop(watch.id_key, None)
 
     def _server_answer(self, msg: wire.Message) -> Forward:
-        """The answer to initialize or server/discover: its serverInfo names the server in audit records."""
+        """The answer to initialize or server/discover: its serverInfo names the server in audit records.
+        With live reload, it advertises tools.listChanged: mcp-guard itself tells the client when a new
+        policy changes what it may see (a client acts on list_changed only from a server that says so)."""
         result = msg.body.get("result")
+        if self.era == "handshake" and isinstance(result, dict):
+            self.initialized = True
         info = result.get("serverInfo") if isinstance(result, dict) else None
         if info is None and isinstance(result, dict) and isinstance(result.get("_meta"), dict):
             info = result["_meta"].get(SERVER_INFO_META)  # 2026-07-28: server/discover's stamp
         name = info.get("name") if isinstance(info, dict) else None
         if isinstance(name, str):
             self.audit.server = name
+        capabilities = result.get("capabilities") if isinstance(result, dict) else None
+        tools = capabilities.get("tools") if isinstance(capabilities, dict) else None
+        if self.reloader is not None and isinstance(tools, dict) and tools.get("listChanged") is not True:
+            tools["listChanged"] = True
+            return Forward(replacement=wire.encode(msg.body))
         return Forward()
+
+    # --- live reload (reload.py) -----------------------------------------------------------------------
+
+    async def serve(self, channel: ClientChannel) -> None:
+        """Run by the relay for the whole session: the policy file's watcher and the SIGHUP receiver."""
+        if self.reloader is not None:
+            await self.reloader.run(channel)
+
+    def replace_policy(self, prepared: Prepared) -> None:
+        """Called from the reloader's task: one reference, taken up by the next message (never mid-way)."""
+        self._next = prepared
+
+    def latest_policy(self) -> Policy:
+        waiting = self._next
+        return waiting.policy if waiting is not None else self.policy
+
+    def latest_pins(self) -> Any:
+        waiting = self._next
+        return waiting.pins if waiting is not None else self.pins
+
+    def shown_names(self, policy: Policy) -> frozenset[str]:
+        """Which of the tools listed so far `policy` lets the agent see (monitor mode included)."""
+        if self.monitor or policy.mode == "monitor":
+            return self.listed
+        return frozenset(name for name in self.listed if visible(policy, name)
+                         or getattr(select_rule(policy, name), "monitor", False))
+
+    def tool_listeners(self) -> list[Any]:
+        """The ids of the open listen streams that asked for tool list changes."""
+        return list(self._tool_listeners.values())
+
+    def _stream_closed(self, watch: ListenWatch) -> None:
+        if watch.id_key in self._tool_listeners:
+            self._tool_listeners = {k: v for k, v in self._tool_listeners.items() if k != watch.id_key}
+
+    def _take_next(self) -> None:
+        """Swap in the reloaded policy, between two messages. The usage of a limit whose rule is gone or
+        whose limit changed is forgotten; the counters of unchanged rules go on."""
+        prepared, self._next = self._next, None
+        if prepared is None:
+            return
+        old, new = self.policy, prepared.policy
+        kept: dict[tuple[str, str], Any] = {(r.key, "rate_limit"): r.rate_limit for r in new.rules if r.rate_limit}
+        kept |= {(rule.key, "budget"): rule.budget for rule in new.rules if rule.budget is not None}
+        before: dict[tuple[str, str], Any] = {(r.key, "rate_limit"): r.rate_limit for r in old.rules if r.rate_limit}
+        before |= {(rule.key, "budget"): rule.budget for rule in old.rules if rule.budget is not None}
+        for key in list(self.state.usage):
+            if key not in kept or kept[key] != before.get(key):
+                del self.state.usage[key]
+        self.policy = new
+        self._argument_checks = prepared.argument_checks
+        self.pins = prepared.pins
 
     def _answer_as_unknown(self, msg: wire.Message, watch: ProbeWatch) -> Forward | Reply:
         """The upstream's answer to a probe, with the probe's name turned into the hidden one in the raw
@@ -532,11 +626,25 @@ class Guard:
         if hidden or would_hide or rewrite:
             extra = {"would_hide": would_hide, "monitor": True} if would_hide else {}
             self.audit.record("list", request_id=msg.id, hidden=hidden, shown=len(kept), **extra)
+        if self.reloader is not None:
+            if len(self.listed) < 65536:
+                self.listed = self.listed | {tool["name"] for tool in tools}  # read by the reloader's task
+            ttl = result.get("ttlMs") if isinstance(result, dict) else None
+            if isinstance(ttl, (int, float)) and not isinstance(ttl, bool) and ttl > MAX_TTL_MS:
+                assert isinstance(result, dict)
+                result["ttlMs"] = MAX_TTL_MS
+                rewrite = True
         if not hidden and not rewrite:
             return Forward()
         assert isinstance(result, dict)
         result["tools"] = kept
         return Forward(replacement=wire.encode(body))
+
+
+def _wants_tool_changes(msg: wire.Message) -> bool:
+    params = msg.params
+    wanted = params.get("notifications") if isinstance(params, dict) else None
+    return isinstance(wanted, dict) and wanted.get("toolsListChanged") is True
 
 
 def read_ambiguous_listing(raw: bytes) -> dict[str, Any] | str:

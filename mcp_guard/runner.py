@@ -33,7 +33,8 @@ def run_relay(command: Sequence[str], interceptor: Interceptor | None, options: 
         if started is not None:
             started()
         relay = Relay(stdin_fd, stdout_fd, upstream, interceptor, options)
-        relay.early_signals = early
+        # A signal that does not end the session (SIGHUP, when it reloads the policy) is not replayed.
+        relay.early_signals = [signum for signum in early if signum in options.stop_signals]
         status = anyio.run(relay.run)
         if ended is not None:
             ended(status, relay.ended_by or "the session ended")
