@@ -1,0 +1,70 @@
+"""The pure parts of the audit trail: decision names, outcomes, the seal, durations, the chain checker."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mcp_guard.audit import decision_name, outcome_fields, seal
+from mcp_guard.auditlog import parse_since, summarize, unseal, verify
+
+
+@pytest.mark.parametrize(("action", "kind", "reason", "name"), [
+    ("allow", "policy", None, "allowed"),
+    ("hide", "default", "Unknown tool", "hidden"),
+    ("deny", "policy", "no", "denied"),
+    ("deny", "default", "x is not on this policy's list", "denied"),
+    ("deny", "rate_limit", "rate limit reached", "rate_limited"),
+    ("deny", "budget", "budget exhausted: 3 of 5", "over_budget"),
+    ("deny", "budget", "cost 9 is more than the whole budget", "over_budget"),
+    ("deny", "budget", "the call has no cost at /a in its arguments", "invalid_arguments"),
+    ("deny", "arguments", "argument a: bad", "invalid_arguments"),
+    ("deny", "malformed", "arguments is not an object", "invalid_arguments"),
+    ("require_approval", "policy", "needs a human", "approval_unavailable"),
+])
+def test_decision_names(action: str, kind: str, reason: str | None, name: str) -> None:
+    assert decision_name(action, kind, reason) == name
+
+
+def test_outcomes() -> None:
+    assert outcome_fields({"result": {}}) == {"outcome": "ok"}
+    assert outcome_fields({"result": {"isError": True}}) == {"outcome": "is_error"}
+    assert outcome_fields({"error": {"code": -32602, "message": "x"}}) == {"outcome": "error", "error_code": -32602}
+    assert outcome_fields(None) == {"outcome": "no_answer"}
+
+
+def test_a_sealed_line_unseals_to_what_was_hashed() -> None:
+    line, digest = seal(b'{"a": 1}')
+    assert line == b'{"a": 1, "hash": "' + digest.encode() + b'"}\n'
+    assert unseal(line) == (b'{"a": 1}', digest)
+    assert unseal(b'{"a": 1}') is None
+    assert json.loads(line)["hash"] == digest
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("15m", 900), ("1h", 3600), ("2d", 172800), ("90", 90)])
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_since(text) == seconds
+
+
+def test_a_bad_duration_says_what_is_expected() -> None:
+    with pytest.raises(ValueError, match="not a duration such as 30s"):
+        parse_since("1 week")
+
+
+def test_a_line_that_is_no_record_breaks_the_file() -> None:
+    line, _ = seal(json.dumps({"session": "s", "seq": 0, "prev": "", "event": "start"}).encode())
+    result = verify([line, b'{"session": "s", "se'])
+    assert result.broken and result.unreadable == ["line 2: not an audit record (cut short, or edited)"]
+
+
+def test_summary_counts_approvals_apart() -> None:
+    found = summarize([
+        {"event": "approval_asked", "tool": "rm", "session": "s", "channel": "elicitation"},
+        {"event": "approval_granted", "tool": "rm", "session": "s", "waited_ms": 1200},
+        {"event": "call", "tool": "rm", "session": "s", "decision": "allowed", "outcome": "ok", "duration_ms": 3},
+        {"event": "approval_declined", "tool": "rm", "session": "s", "waited_ms": 800, "reason": "declined"},
+    ])
+    assert found["approvals"] == {"approval_asked": 1, "approval_granted": 1, "approval_declined": 1,
+                                  "median_wait_ms": 1000.0}
+    assert found["by_tool"] == {"rm": {"allowed": 1, "approval_declined": 1}}
