@@ -553,18 +553,13 @@ class Guard:
     def _take_next(self) -> None:
         """Swap in the reloaded policy, between two messages. The usage of a limit whose rule is gone or
         whose limit changed is forgotten; the counters of unchanged rules go on."""
+        from .reload import keep_counters
+
         prepared, self._next = self._next, None
         if prepared is None:
             return
-        old, new = self.policy, prepared.policy
-        kept: dict[tuple[str, str], Any] = {(r.key, "rate_limit"): r.rate_limit for r in new.rules if r.rate_limit}
-        kept |= {(rule.key, "budget"): rule.budget for rule in new.rules if rule.budget is not None}
-        before: dict[tuple[str, str], Any] = {(r.key, "rate_limit"): r.rate_limit for r in old.rules if r.rate_limit}
-        before |= {(rule.key, "budget"): rule.budget for rule in old.rules if rule.budget is not None}
-        for key in list(self.state.usage):
-            if key not in kept or kept[key] != before.get(key):
-                del self.state.usage[key]
-        self.policy = new
+        keep_counters(self.state, self.policy, prepared.policy)
+        self.policy = prepared.policy
         self._argument_checks = prepared.argument_checks
         self.pins = prepared.pins
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
+from .engine import SessionState
 from .policy import Policy, PolicyError
 
 if TYPE_CHECKING:
@@ -82,6 +83,19 @@ def prepare(path: str, current: Policy, current_pins: Any) -> Prepared:
             except PinError as exc:
                 raise PolicyError(path, str(exc)) from None
     return Prepared(policy, ArgumentChecks(policy), pins)
+
+
+def keep_counters(state: SessionState, old: Policy, new: Policy) -> None:
+    """Forget the usage of each limit whose rule is gone or whose limit changed; the others go on."""
+    def limits(policy: Policy) -> dict[tuple[str, str], Any]:
+        found: dict[tuple[str, str], Any] = {(r.key, "rate_limit"): r.rate_limit for r in policy.rules if r.rate_limit}
+        found |= {(rule.key, "budget"): rule.budget for rule in policy.rules if rule.budget is not None}
+        return found
+
+    before, after = limits(old), limits(new)
+    for key in list(state.usage):
+        if key not in after or after[key] != before.get(key):
+            del state.usage[key]
 
 
 def _signature(path: str) -> tuple[int, int, int, int] | None:
