@@ -112,7 +112,7 @@ class AuditLog:
         self.command = " ".join(command)
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(QUEUE_RECORDS)
         self._dropped_lock = threading.Lock()
-        self._dropped = 0  # records not queued (the queue was full), told in the next record written
+        self._dropped = 0  # records not queued (the queue was full), told by the next record queued
         self._fd = -1
         self._thread: threading.Thread | None = None
         if path:
@@ -127,11 +127,15 @@ class AuditLog:
         if self._thread is None:
             return
         entry = {"time": time.time(), "event": event, "server": self.server, "era": self.era, **fields}
-        try:
-            self._queue.put_nowait(entry)
-        except queue.Full:
-            with self._dropped_lock:
+        with self._dropped_lock:  # held for a counter and a put that never waits
+            if self._dropped:
+                entry["_dropped"] = self._dropped  # the first record queued after the drops says so
+            try:
+                self._queue.put_nowait(entry)
+            except queue.Full:
                 self._dropped += 1
+            else:
+                self._dropped = 0
 
     def arguments(self, arguments: Any) -> dict[str, Any]:
         """The fields that stand for a call's arguments (the hash is made by the writer, off the relay)."""
@@ -161,9 +165,7 @@ class AuditLog:
             entry = self._queue.get()
             if entry is None:
                 return
-            with self._dropped_lock:
-                dropped, self._dropped = self._dropped, 0
-            dropped += unwritten
+            dropped = entry.pop("_dropped", 0) + unwritten
             try:
                 body = self._body(entry, sequence, previous, dropped)
                 line, digest = seal(body)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -68,3 +69,55 @@ def test_summary_counts_approvals_apart() -> None:
     assert found["approvals"] == {"approval_asked": 1, "approval_granted": 1, "approval_declined": 1,
                                   "median_wait_ms": 1000.0}
     assert found["by_tool"] == {"rm": {"allowed": 1, "approval_declined": 1}}
+
+
+def test_a_stalled_disk_never_blocks_and_the_gap_shows(tmp_path) -> None:
+    """The audit file is a FIFO nobody reads (a disk that does not take writes): recording stays instant,
+    what does not fit in the queue is dropped and counted, and once the writes go through again the next
+    record says how many were lost, which verify reports as a gap, with the chain intact."""
+    import os
+    import threading
+    import time
+
+    from mcp_guard.audit import QUEUE_RECORDS, AuditLog
+
+    fifo = tmp_path / "stalled"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    audit = AuditLog(str(fifo))
+    started = time.monotonic()
+    total = QUEUE_RECORDS + 3000  # the pipe (64 KiB) and the queue fill up
+    for index in range(total):
+        audit.record("call", tool="echo", index=index, action="allow")
+    assert time.monotonic() - started < 2.0  # never waited for the writer
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        os.set_blocking(reader, True)
+        while chunk := os.read(reader, 1 << 16):
+            chunks.append(chunk)
+
+    thread = threading.Thread(target=drain, daemon=True)
+    thread.start()
+    time.sleep(0.5)
+    audit.record("end", how="test")
+    audit.close()
+    thread.join(10)
+    lines = b"".join(chunks).splitlines()
+    result = verify(lines)
+    assert not result.broken
+    check = result.sessions[audit.session]
+    lost = total + 1 - check.records
+    # What did not fit was dropped; the first record queued after each run of drops says how many, so the
+    # gaps add up to what is missing, and each is where it happened (its record's index jumps by as many).
+    assert lost > 0 and check.gaps
+    counted = 0
+    for gap in check.gaps:
+        line_number, dropped = re.fullmatch(r"line (\d+): mcp-guard could not write (\d+) record\(s\) before this "
+                                            r"one \(its queue was full or the disk refused them\)", gap).groups()
+        counted += int(dropped)
+        record, before = json.loads(lines[int(line_number) - 1]), json.loads(lines[int(line_number) - 2])
+        if record["event"] == "call":
+            assert record["index"] - before["index"] == int(dropped) + 1
+    assert counted == lost
+    assert json.loads(lines[-1])["event"] == "end"
