@@ -3,9 +3,9 @@
 The relay's threads only put a record on a bounded queue (`AuditLog.record`, which never waits); one
 writer thread turns it into a line, seals it into its session's hash chain and appends it with a single
 `write` to a file opened with O_APPEND, so several mcp-guard processes can share one file. A record that
-finds the queue full, or that the disk refuses, is dropped and counted, and the next record written says
-how many were (`dropped`): a full disk never turns calls into refusals, and `mcp-guard audit verify`
-shows the gap. The chain itself and the reading side are in auditlog.py.
+finds the queue full, or that the disk refuses, is dropped and counted, and the first record that gets
+through after it says how many were (`dropped`): a full disk never turns calls into refusals, and
+`mcp-guard audit verify` shows the gap. The chain itself and the reading side are in auditlog.py.
 
 Arguments are written per `--audit-args`: their keys (the default), a SHA-256 of their canonical form, or
 whole (they may hold secrets: only when asked for).
