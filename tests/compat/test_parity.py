@@ -100,7 +100,27 @@ def test_allow_all_is_transparent(server: str, mode: str, tools: Tools, workdir:
     through = run_scenario(guarded(argv, policy), mode, calls, roots)
     assert direct["tools"], f"{server}: no tools listed"
     assert all("result" in c or c["call"] in ("no-such-tool",) for c in direct["calls"]), direct["calls"]
-    assert through == direct
+    assert through == with_reload(direct)
+
+
+def with_reload(direct: dict[str, Any]) -> dict[str, Any]:
+    """What the client sees through mcp-guard with live reload (the default): the one change is
+    tools.listChanged advertised, since mcp-guard itself tells the client when a new policy changes its
+    tools (docs/audit.md)."""
+    expected = json.loads(json.dumps(direct))
+    tools = (expected.get("capabilities") or {}).get("tools")
+    if isinstance(tools, dict):
+        tools["listChanged"] = True
+    return expected
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_allow_all_without_reload_is_byte_for_byte_transparent(mode: str, tools: Tools, workdir: Path, repo: Path,
+                                                                tmp_path: Path) -> None:
+    argv, calls, roots = _server("time", tools, workdir, repo)
+    policy = write_policy(tmp_path, ALLOW_ALL)
+    direct = run_scenario(argv, mode, calls, roots)
+    assert run_scenario(guarded(argv, policy, "--no-reload"), mode, calls, roots) == direct
 
 
 def test_everything_sends_server_requests_and_notifications(tools: Tools, workdir: Path, tmp_path: Path) -> None:
