@@ -198,10 +198,10 @@ class AuditLog:
         head["event"] = event
         if entry.get("server") is None:
             entry["server"] = self.command or None
-        if "action" in entry and "decision" not in entry:
+        if "decision" not in entry and event.startswith("approval_"):
+            entry["decision"] = event  # approval_asked, approval_granted, ...: the event is the decision
+        elif "decision" not in entry and "action" in entry:
             entry["decision"] = decision_name(entry["action"], entry.get("kind"), entry.get("reason"))
-        elif event.startswith("approval_") and "decision" not in entry:
-            entry["decision"] = event
         if arguments is not ...:
             canonical = canonical_arguments(arguments)
             if self.arguments_mode == "hash":

@@ -121,3 +121,16 @@ def test_a_stalled_disk_never_blocks_and_the_gap_shows(tmp_path) -> None:
             assert record["index"] - before["index"] == int(dropped) + 1
     assert counted == lost
     assert json.loads(lines[-1])["event"] == "end"
+
+
+def test_an_approval_record_is_named_by_its_event(tmp_path) -> None:
+    """The approval flow calls record(kind, **fields): its event names the decision, whatever else it says."""
+    from mcp_guard.audit import AuditLog
+
+    path = tmp_path / "a.jsonl"
+    audit = AuditLog(str(path))
+    audit.record("approval_declined", request_id=3, tool="rm", action="deny", channel="elicitation", waited_ms=800)
+    audit.close()
+    record = json.loads(path.read_text())
+    assert record["decision"] == "approval_declined" and record["channel"] == "elicitation"
+    assert not verify(path.read_bytes().splitlines()).broken
