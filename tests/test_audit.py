@@ -138,10 +138,12 @@ def test_full_mode_writes_the_arguments(spawn_guard, tmp_path: Path) -> None:
     assert call["arguments"] == {"a": 1, "b": 2}
 
 
-def _busy_session(audit: Path, policy: Path, calls: int) -> None:
+def _busy_session(audit: Path, policy: Path, calls: int, together: threading.Barrier | None = None) -> None:
     proc = WireProcess(guard_run("--policy", str(policy), "--audit", str(audit), "--", *TINY))
     try:
         proc.initialize()
+        if together is not None:
+            together.wait(TIMEOUT)  # every session has started (and written its start record): call at once
         for request_id in range(1, calls + 1):
             proc.send({"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
                        "params": {"name": "add" if request_id % 3 else "launch", "arguments": {"a": 1, "b": 2}}})
@@ -156,7 +158,8 @@ def test_three_processes_append_to_one_file_and_every_chain_verifies(tmp_path: P
     audit = tmp_path / "shared.jsonl"
     policy = tmp_path / "policy.json"
     policy.write_text(json.dumps({"version": "1", "rules": {"launch": {"action": "deny"}}}))
-    threads = [threading.Thread(target=_busy_session, args=(audit, policy, 40)) for _ in range(3)]
+    together = threading.Barrier(3)
+    threads = [threading.Thread(target=_busy_session, args=(audit, policy, 40, together)) for _ in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -165,7 +168,7 @@ def test_three_processes_append_to_one_file_and_every_chain_verifies(tmp_path: P
     sessions = {r["session"] for r in found}
     assert len(sessions) == 3
     assert len([r for r in found if r["event"] == "call"]) == 120
-    # Interleaved: some session's lines are not all in one block.
+    # Interleaved: the three start records come before every call, so no session is one block.
     order = [r["session"] for r in found]
     assert sum(1 for a, b in zip(order, order[1:], strict=False) if a != b) > 2
     result = audit_cli("verify", str(audit))
