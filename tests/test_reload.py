@@ -57,8 +57,14 @@ def wait_for_record(path: Path, event: str, timeout: float = TIMEOUT) -> dict[st
     raise TimeoutError(f"no {event} record in {path}")
 
 
-async def sdk_reload(command: list[str], mode: str, policy: Path, replacement: dict[str, Any] | str
-                     ) -> tuple[set[str], set[str], int, list[bool]]:
+async def rejected(audit: Path) -> None:
+    """Until the reload_rejected record is written (the first reload imports the schema validator)."""
+    while not [r for r in records(audit) if r["event"] == "reload_rejected"]:
+        await anyio.sleep(0.05)
+
+
+async def sdk_reload(command: list[str], mode: str, policy: Path, replacement: dict[str, Any] | str,
+                     audit: Path) -> tuple[set[str], set[str], int, list[bool]]:
     """List, change the policy file, wait to be told the tools changed (each era its own way), list again,
     then call echo and delete_everything."""
     told = anyio.Event()
@@ -80,7 +86,7 @@ async def sdk_reload(command: list[str], mode: str, policy: Path, replacement: d
             if isinstance(replacement, dict):
                 await told.wait()
             else:
-                await anyio.sleep(2.0)  # time enough to notice the file (and reject it)
+                await rejected(audit)
         else:
             async with client.listen(tools_list_changed=True) as subscription:
                 write_policy(policy, replacement)
@@ -89,7 +95,7 @@ async def sdk_reload(command: list[str], mode: str, policy: Path, replacement: d
                         notices += 100  # told on the stream (the message handler sees the line as well)
                         break
                 else:
-                    await anyio.sleep(2.0)
+                    await rejected(audit)
         after = {tool.name for tool in (await client.list_tools()).tools}
         errors = []
         for name, arguments in (("echo", {"text": "hi"}), ("delete_everything", {})):
@@ -108,7 +114,7 @@ def run_sdk(tmp_path: Path, mode: str, replacement: dict[str, Any] | str) -> tup
 
     async def bounded() -> Any:
         with anyio.fail_after(TIMEOUT):
-            return await sdk_reload(command, mode, policy, replacement)
+            return await sdk_reload(command, mode, policy, replacement, audit)
 
     return anyio.run(bounded), policy, audit
 
