@@ -521,7 +521,10 @@ class Guard:
     async def serve(self, channel: ClientChannel) -> None:
         """Run by the relay for the whole session: the policy file's watcher and the SIGHUP receiver."""
         if self.reloader is not None:
-            await self.reloader.run(channel)
+            try:
+                await self.reloader.run(channel)
+            except Exception:  # never the session's end: the policy in force stays in force
+                log.exception("the policy reloader stopped; the policy in force stays, without reloads")
 
     def replace_policy(self, prepared: Prepared) -> None:
         """Called from the reloader's task: one reference, taken up by the next message (never mid-way)."""
