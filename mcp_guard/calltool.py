@@ -46,7 +46,7 @@ REFUSALS = (HIDDEN, DENIED, RATE_LIMITED, OVER_BUDGET, NEEDS_APPROVAL)
 def outcome_of(record: dict[str, Any]) -> str:
     """A decision record's action and kind (engine.Decision.as_record, with `kind` from the audit) in words."""
     action = record.get("action")
-    if action == "allow":
+    if action == "allow" or record.get("monitor") is True:  # monitor mode: recorded, and forwarded
         return ALLOWED
     if action == "hide":
         return HIDDEN

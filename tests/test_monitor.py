@@ -155,3 +155,14 @@ def test_monitor_mode_warns_on_stderr_for_each_call_it_lets_through(spawn_guard)
     assert "MONITOR MODE (the policy's \"mode\"): every decision is recorded, nothing is refused" in proc.stderr
     assert re.search(r"warning: call add: monitor_would_deny \[rule: add\] \d+ ms: forwarded \(monitor mode\); "
                      r"enforcing would answer: no sums", proc.stderr), proc.stderr
+
+
+def test_call_reports_a_monitored_refusal_as_what_happened(tmp_path: Path) -> None:
+    """`mcp-guard call` with a policy in monitor mode: what its deny rule would refuse ran (exit 0, the
+    server's text), as `run` would have let it."""
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(POLICY))
+    proc = subprocess.run([*guard_command(), "call", "--policy", str(path), "add", "--args", '{"a": 2, "b": 2}', "--",
+                           *TINY], capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "4\n"
