@@ -270,8 +270,7 @@ EXPLAINED = {
     ("llm_job_status", None, "allow", "llm_job_*", "rules.llm_job_*", None),
     ("llm_process_health", None, "deny", "llm_*", "rules.llm_*", "not the llm tools"),
     ("codex_request", None, "allow", "*_request", "rules.*_request", None),
-    ("other", None, "require_approval", None, "default", "calls to other need a human's approval, and "
-                                                         "mcp-guard cannot obtain approval yet"),
+    ("other", None, "require_approval", None, "default", "calls to other need a human's approval"),
     ("run", '{"cmd": "ls"}', "allow", "run", "rules.run", None),
     ("run", '{"cmd": "rm"}', "deny", "run", "rules.run", "argument cmd: the value is not one of ['ls']"),
     ("run", None, "deny", "run", "rules.run", "the arguments: 'cmd' is a required property"),
