@@ -227,7 +227,8 @@ def test_check_against_a_server_clean(tmp_path: Path) -> None:
     proc = mcp_guard("check", path, "--", *TINY)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "The server offers 4 tool(s); the agent will see 2:" in proc.stdout
-    assert "needs approval (1):\n  read_note          [rule: read_*]\n" in proc.stdout
+    assert ("needs approval (1):\n  read_note          [rule: read_*]; approval: client (elicitation), else "
+            "refused; 120 s; every call asked\n") in proc.stdout
     assert "hidden (2):\n  add                [default]\n" in proc.stdout
     assert proc.stdout.splitlines()[-1] == f"{path}: OK"
 
