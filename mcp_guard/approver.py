@@ -91,6 +91,10 @@ class Approver:
     def note_initialize(self, params: Any) -> None:
         capabilities = params.get("capabilities") if isinstance(params, dict) else None
         self.client_elicits = client_supports_form(capabilities)
+        log.info("the client %s form elicitation: require_approval calls are asked %s",
+                 "declared" if self.client_elicits else "did not declare",
+                 "through it" if self.client_elicits else
+                 ("through the approval command" if self.command else "of nobody (refused)"))
 
     def note_server_answer(self, body: dict[str, Any]) -> None:
         """The upstream's answer to initialize (serverInfo) or server/discover (in the result's _meta)."""
