@@ -207,8 +207,19 @@ class Guard:
         if self.pins is not None and visible(self.policy, name):
             # (A tool the policy hides is never compared with the pin: it stays answered as unknown.)
             refused = self.pins.refusal(name)
+            if refused is not None and refused[0] == "require_approval":
+                # A tool changed since it was pinned, listed under "on_pin_mismatch": "require_approval":
+                # the person is asked about that first; approved, the policy decides as for any call (a
+                # require_approval rule of its own counts as approved by the same answer).
+                return self._ask(msg, params, name, arguments, None,
+                                 Decision("require_approval", None, refused[1], kind="pin"),
+                                 lambda replacement: self._after_pin(msg, params, name, arguments, (replacement,)))
             if refused is not None:
                 return self._pin_refusal(msg, name, params, *refused)
+        return self._after_pin(msg, params, name, arguments)
+
+    def _after_pin(self, msg: wire.Message, params: dict[str, Any], name: str, arguments: Any,
+                   approval: tuple[bytes | None] | None = None) -> ClientAction:
         rule = select_rule(self.policy, name)
         if rule is not None and rule.arguments is not None and rule.action in ("allow", "require_approval"):
             # An argument schema can take long to check (argcheck.py): the check runs off the relay's
@@ -216,8 +227,8 @@ class Guard:
             now = self.clock()
             return self._argument_checks.defer(
                 rule, arguments, len(msg.raw),
-                lambda problem: self._decide_call(msg, params, name, arguments, (problem,), now))
-        return self._decide_call(msg, params, name, arguments)
+                lambda problem: self._decide_call(msg, params, name, arguments, (problem,), now, approval))
+        return self._decide_call(msg, params, name, arguments, approval=approval)
 
     def _decide_call(self, msg: wire.Message, params: dict[str, Any], name: str, arguments: Any,
                      checked: tuple[str | None] | None = None, now: float | None = None,
@@ -274,13 +285,17 @@ class Guard:
         return Reply(self._refusal(msg, name, decision))
 
     def _ask(self, msg: wire.Message, params: dict[str, Any], name: str, arguments: Any,
-             checked: tuple[str | None] | None, decision: Decision) -> ClientAction:
-        """A call the policy says a human must approve: asked through the session's channel (approver.py).
-        Approved, it is decided again (limits charged then); refused, the answer says why."""
+             checked: tuple[str | None] | None, decision: Decision,
+             then: Callable[[bytes | None], ClientAction] | None = None) -> ClientAction:
+        """A call the policy (or the pin) says a human must approve: asked through the session's channel
+        (approver.py). Approved, it is decided again (limits charged then), or goes on to `then`;
+        refused, the answer says why."""
         rule = select_rule(self.policy, name)
-        settings = rule.approval if rule is not None else Approval()
+        settings = rule.approval if rule is not None and decision.kind != "pin" else Approval()
 
         def approved(replacement: bytes | None) -> ClientAction:
+            if then is not None:
+                return then(replacement)
             return self._decide_call(msg, params, name, arguments, checked, self.clock(), (replacement,))
 
         def refused(outcome: Outcome) -> ClientAction:
