@@ -307,3 +307,18 @@ def test_a_client_with_url_elicitation_only_is_not_asked_in_a_form(spawn_guard, 
     proc.initialize(capabilities={"elicitation": {"url": {}}})
     answer = proc.request(5, "tools/call", {"name": "delete_file", "arguments": {"path": "a"}}, timeout=TIMEOUT)
     assert "nobody can be asked" in answer["result"]["content"][0]["text"]
+
+
+def test_an_approved_call_the_upstream_asks_about_is_charged_once(tmp_path: Path) -> None:
+    # spend: approval and a budget of 10. 4 is approved, the upstream confirms, the retry runs without
+    # being charged again; 6 then fits exactly; 1 more is refused by the budget before anyone is asked.
+    doc = {"version": "1", "rules": {"spend": {"action": "require_approval",
+                                               "budget": {"max": 10, "window": 3600, "cost": "/amount"}}}}
+    setup = Setup(tmp_path, doc, INPUT_SERVER)
+    human = Human("accept", content={"ok": True})
+    results = run(calls, setup, "auto", human, ("spend", {"amount": 4}), ("spend", {"amount": 6}),
+                  ("spend", {"amount": 1}))
+    assert [text(r) for r in results[:2]] == ["spent 4", "spent 6"]
+    assert "budget exhausted: 10 of 10 spent" in refusal(results[2])
+    assert len([a for a in human.asked if a.message.startswith("mcp-guard")]) == 2
+    assert [r["spent"] for r in setup.ran()] == ["4", "6"]
