@@ -252,7 +252,6 @@ class Guard:
                           self.state, now)
         if decision.action == "require_approval":
             return self._ask(msg, params, name, arguments, checked, decision)
-        self.counts[decision.action] = self.counts.get(decision.action, 0) + 1
         replacement = approval[0] if approval is not None else None
         if replacement is None and decision.allowed and own_state(params):
             # Approved once, no longer needing it (the policy changed): mcp-guard's state stays its own.
@@ -260,6 +259,7 @@ class Guard:
             if replacement is None:
                 decision = Decision("deny", decision.rule, "the call could not be rewritten for the server",
                                     kind="approval")
+        self.counts[decision.action] = self.counts.get(decision.action, 0) + 1
         if decision.allowed and self.shared is not None and any(c.scope != "session" for c in decision.charges):
             return self._shared_call(msg, name, arguments, decision, now, replacement, approved)
         if self.audit.enabled:
