@@ -28,6 +28,8 @@ MAX_OUTPUT_BYTES = 64 * 1024
 # After the command exits, how long something it started may keep its stdout open before it is not
 # waited for.
 OUTPUT_GRACE = 0.5
+# The shell's exit statuses for a command it could not run (POSIX).
+SHELL_FAILURES = {126: "not executable", 127: "not found"}
 
 
 def description(server: str, tool: str, arguments: Any, rule: str | None, reason: str) -> bytes:
@@ -104,4 +106,8 @@ async def ask(command: str, payload: bytes, timeout: float, remember: Remember) 
     reason = "".join(ch if ch.isprintable() else " " for ch in first) or None
     if status == 0:
         return Outcome("granted", "command", remember=remember, detail=reason)
+    if status in SHELL_FAILURES and reason is None:
+        # The shell's own "cannot execute" / "not found": nobody was asked, which is not a "no".
+        return Outcome("error", "command", detail=f"the approval command could not be run (the shell's exit "
+                                                  f"status {status}: {SHELL_FAILURES[status]}; see mcp-guard's stderr)")
     return Outcome("declined", "command", detail=reason or f"the approval command exited with status {status}")

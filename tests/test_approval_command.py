@@ -162,3 +162,16 @@ def test_cancelling_the_call_kills_the_command(spawn_guard, tmp_path: Path) -> N
     answer = proc.request(6, "ping", timeout=TIMEOUT)
     assert answer["id"] == 6 and [m for m in proc.other if m.get("id") == 5] == []
     assert setup.ran() == 0
+
+
+def test_a_command_that_does_not_exist_is_an_error_not_a_no(spawn_guard, tmp_path: Path) -> None:
+    calls_log = tmp_path / "calls.jsonl"
+    proc = spawn_guard(SERVER, policy(), extra=("--approval-command", str(tmp_path / "no-such-approver")),
+                       env={"CALLS_LOG": str(calls_log)})
+    proc.initialize()
+    answer = proc.request(5, "tools/call", {"name": "delete_file", "arguments": {"path": "a"}}, timeout=TIMEOUT)
+    said = answer["result"]["content"][0]["text"]
+    assert answer["result"]["isError"] is True
+    assert ("the approval request failed (asked through the approval command): the approval command could not "
+            "be run (the shell's exit status 127: not found" in said)
+    assert not calls_log.exists()
