@@ -4,8 +4,10 @@
 
 It lists the example server's tools directly and through `mcp-guard run --policy
 examples/policies/quickstart.json`, then makes a few calls through the guard: a hidden tool, a denied
-one, a rate-limited one and one with a bad argument. It ends by running the same expectations as a
-policy test (examples/quickstart.tests.json), as CI would: `mcp-guard test`.
+one, a rate-limited one, one with a bad argument, and one that needs a person's approval (this client
+answers mcp-guard's question, as a person would in a client that shows it: docs/approval.md). It ends by
+running the same expectations as a policy test (examples/quickstart.tests.json), as CI would:
+`mcp-guard test`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 import anyio
+import mcp_types as types
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
@@ -39,8 +42,16 @@ def params(command: list[str]) -> StdioServerParameters:
 
 def show(result: object) -> str:
     content = getattr(result, "content", [])
-    text = " ".join(getattr(part, "text", "") for part in content)
+    text = " ".join(" ".join(getattr(part, "text", "").split()) for part in content)
     return ("REFUSED/ERROR: " if getattr(result, "is_error", False) else "ok: ") + text[:110]
+
+
+async def approve(context: object, params: types.ElicitRequestFormParams) -> types.ElicitResult:
+    """The client's elicitation callback: where a real client shows mcp-guard's question to a person."""
+    print("    mcp-guard asks the person at the client:")
+    print("\n".join("      | " + line for line in params.message.splitlines()))
+    print("    the person clicks Accept")
+    return types.ElicitResult(action="accept")
 
 
 async def main() -> None:
@@ -51,7 +62,7 @@ async def main() -> None:
     audit = Path(tempfile.mkdtemp()) / "audit.jsonl"
     guarded = guard_command() + ["run", "--policy", str(POLICY), "--audit", str(audit), "--", *SERVER]
     print("Through: " + " ".join(Path(a).name if "/" in a else a for a in guarded) + "\n")
-    async with Client(params(guarded), mode="legacy") as client:
+    async with Client(params(guarded), mode="legacy", elicitation_callback=approve) as client:
         seen = [tool.name for tool in (await client.list_tools()).tools]
         print(f"Through mcp-guard the agent sees {len(seen)} tools; hidden: {sorted(set(names) - set(seen))}\n")
         calls = [
@@ -61,6 +72,7 @@ async def main() -> None:
             ("llm_request", {"prompt": "hello", "model": "demo"}),
             ("llm_request", {"prompt": "hello again", "model": "demo"}),
             ("llm_request", {"prompt": "one too many", "model": "demo"}),
+            ("llm_spend", {"amount": 5}),
         ]
         for name, arguments in calls:
             try:
@@ -74,6 +86,8 @@ async def main() -> None:
         record = json.loads(line)
         if record["event"] == "call":
             print(f"  {record['tool']:<16} {record['action']:<6} rule={record['rule']}")
+        elif record["event"] == "approval":
+            print(f"  {record['tool']:<16} {record['decision']} ({record['channel']})")
         elif record["event"] == "list":
             print(f"  tools/list       hid {record['hidden']}")
         elif record["event"] == "end":

@@ -75,11 +75,16 @@ def cli() -> None:
               help="The limit store of global-scoped limits: sqlite:///path/to/state.db or redis://host:port/db. "
                    "Also $MCP_GUARD_STATE, then the policy's \"state\"; default: a SQLite file in the user's "
                    "state directory.")
+@click.option("--approval-command", "approval_command", default=None, metavar="CMD",
+              envvar="MCP_GUARD_APPROVAL_COMMAND",
+              help="Asked to approve require_approval calls when the client cannot ask its human (no elicitation): "
+                   "run by the shell with the call as JSON on stdin; exit 0 approves. Also "
+                   "$MCP_GUARD_APPROVAL_COMMAND, then the policy's \"approval_command\" (docs/approval.md).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, policy_path: str | None, no_policy: bool, audit_path: str | None, audit_args: str,
         log_level: str, no_reload: bool, monitor: bool, max_message_bytes: int, drain_timeout: float,
-        shutdown_grace: float, state: str | None, command: tuple[str, ...]) -> None:
+        shutdown_grace: float, state: str | None, approval_command: str | None, command: tuple[str, ...]) -> None:
     """Run COMMAND (an MCP stdio server) behind the policy: mcp-guard run --policy FILE COMMAND [ARGS...]
     (a `--` before COMMAND is optional)."""
     from .commandline import load_run_policy, policy_summary
@@ -113,7 +118,8 @@ def run(ctx: click.Context, policy_path: str | None, no_policy: bool, audit_path
     audit.record("start", policy=policy.source, command=list(command), version=__version__, audit_args=audit_args,
                  mode="monitor" if monitor or policy.mode == "monitor" else "enforce")
     options = Options(max_message_bytes, drain_timeout, shutdown_grace)
-    guard = Guard(policy, audit, shared=shared, pins=_pin_check(policy), monitor=monitor)
+    guard = Guard(policy, audit, shared=shared, pins=_pin_check(policy), monitor=monitor,
+                  approval_command=approval_command, server_command=command)
     if not no_policy and not no_reload:
         import signal
 

@@ -31,6 +31,9 @@ class ToolCall:
     # time budget: argcheck.py): `arguments_problem` is then what it found (None: the arguments passed).
     arguments_checked: bool = False
     arguments_problem: str | None = None
+    # A human approved this call (approval.py): a require_approval rule then decides as allow, its limits
+    # charged now, when the call is about to be forwarded. Obtaining the approval is the caller's job.
+    approved: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,11 +262,16 @@ def decide(policy: Policy, call: ToolCall, state: SessionState, now: float) -> D
                 return limit_refusal(rule, "budget", used.total, cost, retry)
             if cost > 0:  # a free call takes nothing, and leaves no entry to keep
                 charges.append(Charge(rule.key, "budget", cost, now, budget.window))
-    if rule.action == "require_approval":
-        return Decision("require_approval", rule.key,
-                        rule.reason or f"calls to {call.name} need a human's approval, and mcp-guard "
-                                       "cannot obtain approval yet", kind="policy", charges=())
+    if rule.action == "require_approval" and not call.approved:
+        # Limits are checked first (a call they refuse is never put to a human) but charged only when
+        # the approved call is decided again, and forwarded.
+        return Decision("require_approval", rule.key, rule.reason or approval_reason(call.name),
+                        kind="policy", charges=())
     return Decision("allow", rule.key, charges=tuple(charges))
+
+
+def approval_reason(name: str) -> str:
+    return f"calls to {name} need a human's approval"
 
 
 def limit_refusal(rule: Rule, limit: str, used: float, amount: float, retry_after: float | None) -> Decision:
@@ -292,10 +300,9 @@ def _default_decision(policy: Policy, call: ToolCall) -> Decision:
     if action == "deny":
         return Decision("deny", None, policy.default_reason or
                         f"{call.name} is not on this policy's list of allowed tools", kind="default")
-    if action == "require_approval":
-        return Decision("require_approval", None, policy.default_reason or
-                        f"calls to {call.name} need a human's approval, and mcp-guard cannot obtain "
-                        "approval yet", kind="default")
+    if action == "require_approval" and not call.approved:
+        return Decision("require_approval", None, policy.default_reason or approval_reason(call.name),
+                        kind="default")
     return Decision("allow", None, kind="default")
 
 

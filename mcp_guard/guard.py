@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from . import wire
 from .actions import ClientAction, Defer, Drop, Forward, Reply
+from .approval import Outcome, refusal, without_own_parts
+from .approver import Approver, own_state
 from .argcheck import ArgumentChecks
 from .audit import MONITOR_NAMES, AuditLog, PendingCall, decision_name
 from .engine import Charge, Decision, SessionState, ToolCall, decide, select_rule, visible
-from .policy import Policy
+from .policy import Approval, Policy
 
 if TYPE_CHECKING:
     from .actions import ClientChannel
@@ -70,6 +72,7 @@ class CallWatch:
     refund: str = "protocol_error"  # the rule's "refund": which failed answers give the quota back
     shared_tokens: tuple[Any, ...] = ()  # what a limit store took (sharedlimits.Admission.tokens)
     audit: PendingCall | None = None  # its audit record, written when the answer passes
+    approved: bool = False  # a human approved it: an input_required answer's retry is not asked again
 
 
 @dataclass(slots=True)
@@ -129,7 +132,8 @@ def _carries_stateless_version(msg: wire.Message) -> bool:
 class Guard:
     def __init__(self, policy: Policy, audit: AuditLog | None = None,
                  clock: Callable[[], float] = time.monotonic, shared: SharedLimits | None = None,
-                 pins: PinCheck | None = None, monitor: bool = False) -> None:
+                 pins: PinCheck | None = None, monitor: bool = False, approval_command: str | None = None,
+                 server_command: tuple[str, ...] | list[str] = ()) -> None:
         self.policy = policy
         self.monitor = monitor  # --monitor: the whole policy in monitor mode, whatever it says
         self.pins = pins  # the policy's tool pin (pinning.py), its lock file read at start
@@ -158,6 +162,8 @@ class Guard:
         self.listed: frozenset[str] = frozenset()  # every tool name a listing has shown so far
         self.initialized = False  # the handshake's initialize was answered (list_changed can be sent)
         self._tool_listeners: dict[str, Any] = {}  # open listen streams that want list changes, by id key
+        # Asks a human about require_approval calls (approver.py); the command line's command wins.
+        self.approver = Approver(self.audit, clock, approval_command or policy.approval_command, server_command)
 
     # --- client messages -------------------------------------------------------------------------
 
@@ -171,6 +177,8 @@ class Guard:
         if method == "tools/list":
             return Forward(watch=ListWatch(msg.id))
         if method in ("initialize", "server/discover"):
+            if method == "initialize":
+                self.approver.note_initialize(msg.params)
             return Forward(watch=InitWatch(msg.id))
         if method == "subscriptions/listen" and self.reloader is not None and _wants_tool_changes(msg):
             assert msg.id_key is not None
@@ -232,8 +240,19 @@ class Guard:
         if self.pins is not None and visible(self.policy, name):
             # (A tool the policy hides is never compared with the pin: it stays answered as unknown.)
             refused = self.pins.refusal(name)
+            if refused is not None and refused[0] == "require_approval":
+                # A tool changed since it was pinned, listed under "on_pin_mismatch": "require_approval":
+                # the person is asked about that first; approved, the policy decides as for any call (a
+                # require_approval rule of its own counts as approved by the same answer).
+                return self._ask(msg, params, name, arguments, None,
+                                 Decision("require_approval", None, refused[1], kind="pin"),
+                                 lambda replacement: self._after_pin(msg, params, name, arguments, (replacement,)))
             if refused is not None:
                 return self._pin_refusal(msg, name, params, *refused)
+        return self._after_pin(msg, params, name, arguments)
+
+    def _after_pin(self, msg: wire.Message, params: dict[str, Any], name: str, arguments: Any,
+                   approval: tuple[bytes | None] | None = None) -> ClientAction:
         rule = select_rule(self.policy, name)
         if rule is not None and rule.arguments is not None and rule.action in ("allow", "require_approval"):
             # An argument schema can take long to check (argcheck.py): the check runs off the relay's
@@ -241,12 +260,14 @@ class Guard:
             now = self.clock()
             return self._argument_checks.defer(
                 rule, arguments, len(msg.raw),
-                lambda problem: self._decide_call(msg, params, name, arguments, (problem,), now))
-        return self._decide_call(msg, params, name, arguments)
+                lambda problem: self._decide_call(msg, params, name, arguments, (problem,), now, approval))
+        return self._decide_call(msg, params, name, arguments, approval=approval)
 
     def _decide_call(self, msg: wire.Message, params: dict[str, Any], name: str, arguments: Any,
-                     checked: tuple[str | None] | None = None, now: float | None = None) -> ClientAction:
-        """The decision on a tools/call; `checked` holds the argument check's finding when it was made."""
+                     checked: tuple[str | None] | None = None, now: float | None = None,
+                     approval: tuple[bytes | None] | None = None) -> ClientAction:
+        """The decision on a tools/call; `checked` holds the argument check's finding when it was made;
+        `approval`, when a human approved the call, the line to forward instead (None: the call's own)."""
         if now is None:
             now = self.clock()
         request_state = params.get("requestState")
@@ -257,11 +278,23 @@ class Guard:
             # with other arguments is another call, decided and charged in full.
             continuation = (charged_arguments is not None
                             and wire.call_arguments_fingerprint(msg.raw) == charged_arguments)
+        # The retry of an approved call that the upstream itself answered input_required is that call.
+        approved = approval is not None or self.approver.continues_approved(name, params, msg.raw)
         decision = decide(self.policy, ToolCall(name, arguments, continuation, checked is not None,
-                                                checked[0] if checked is not None else None), self.state, now)
+                                                checked[0] if checked is not None else None, approved),
+                          self.state, now)
+        if decision.action == "require_approval" and not self._monitored(decision):
+            return self._ask(msg, params, name, arguments, checked, decision)
+        replacement = approval[0] if approval is not None else None
+        if replacement is None and decision.allowed and own_state(params):
+            # Approved once, no longer needing it (the policy changed): mcp-guard's state stays its own.
+            replacement = without_own_parts(msg.raw)
+            if replacement is None:
+                decision = Decision("deny", decision.rule, "the call could not be rewritten for the server",
+                                    kind="approval")
         self.counts[decision.action] = self.counts.get(decision.action, 0) + 1
         if decision.allowed and self.shared is not None and any(c.scope != "session" for c in decision.charges):
-            return self._shared_call(msg, name, arguments, decision, now)
+            return self._shared_call(msg, name, arguments, decision, now, replacement, approved)
         if not decision.allowed and self._monitored(decision):
             return self._monitor_forward(msg, name, arguments, decision, now)
         pending = None
@@ -273,17 +306,18 @@ class Guard:
             else:
                 self.audit.record("call", **fields)
         if decision.allowed:
-            if decision.charges or continuation:
+            if decision.charges or continuation or approved:
                 self.state.record(decision.charges)
                 assert msg.id_key is not None
                 watch = CallWatch(name, decision.charges, msg.id_key, request_line=msg.raw, rule=decision.rule,
                                   since=now if self.log_calls else None, refund=self._refund_mode(name),
-                                  audit=pending)
+                                  audit=pending, approved=approved)
                 self._charged_calls[msg.id_key] = watch
-                return Forward(watch=watch)
+                return Forward(watch=watch, replacement=replacement)
             if self.log_calls or pending is not None:
-                return Forward(watch=TimedCall(name, decision.rule, now if self.log_calls else None, pending))
-            return Forward()
+                return Forward(watch=TimedCall(name, decision.rule, now if self.log_calls else None, pending),
+                               replacement=replacement)
+            return Forward(replacement=replacement)
         elapsed = self.clock() - now
         if decision.action == "hide":
             _log_call(logging.WARNING, name, "hide", decision.rule, elapsed,
@@ -291,6 +325,34 @@ class Guard:
             return self._hidden_call(msg, name, params)
         _log_call(logging.WARNING, name, decision.action, decision.rule, elapsed, f"refused: {decision.reason}")
         return Reply(self._refusal(msg, name, decision))
+
+    def _ask(self, msg: wire.Message, params: dict[str, Any], name: str, arguments: Any,
+             checked: tuple[str | None] | None, decision: Decision,
+             then: Callable[[bytes | None], ClientAction] | None = None) -> ClientAction:
+        """A call the policy (or the pin) says a human must approve: asked through the session's channel
+        (approver.py). Approved, it is decided again (limits charged then), or goes on to `then`;
+        refused, the answer says why."""
+        rule = select_rule(self.policy, name)
+        settings = rule.approval if rule is not None and decision.kind != "pin" else Approval()
+
+        def approved(replacement: bytes | None) -> ClientAction:
+            if then is not None:
+                return then(replacement)
+            return self._decide_call(msg, params, name, arguments, checked, self.clock(), (replacement,))
+
+        def refused(outcome: Outcome) -> ClientAction:
+            said = refusal(outcome, settings.timeout, self.approver.command is not None)
+            final = Decision("require_approval", decision.rule, f"{decision.reason}: {said}",
+                             kind=decision.kind if outcome.status == "unavailable" else "approval")
+            self.counts[final.action] = self.counts.get(final.action, 0) + 1
+            if self.audit.enabled:
+                self.audit.record("call", request_id=msg.id, tool=name, **final.as_record(),
+                                  argument_keys=sorted(arguments) if arguments else [])
+            _log_call(logging.WARNING, name, final.action, final.rule, outcome.waited, f"refused: {said}")
+            return Reply(self._refusal(msg, name, final))
+
+        return self.approver.consider(msg, params, name, arguments, decision, settings, self._stateless(msg),
+                                      approved, refused)
 
     def _pin_refusal(self, msg: wire.Message, name: str, params: dict[str, Any], action: PinAction,
                      reason: str) -> ClientAction:
@@ -327,7 +389,8 @@ class Guard:
         rule = select_rule(self.policy, name)
         return rule.refund if rule is not None else "protocol_error"
 
-    def _shared_call(self, msg: wire.Message, name: str, arguments: Any, decision: Decision, now: float) -> Defer:
+    def _shared_call(self, msg: wire.Message, name: str, arguments: Any, decision: Decision, now: float,
+                     replacement: bytes | None = None, approved: bool = False) -> Defer:
         """A call under a user- or global-scoped limit: the store's round trip is I/O, so it is made by the
         limits' worker thread, in the order the calls came, while the relay moves other messages (Defer);
         what it changes here is changed when it is settled, with the relay's lock held like every other
@@ -369,9 +432,9 @@ class Guard:
                 return Reply(self._refusal(msg, name, final))
             watch = CallWatch(name, decision.charges, id_key, request_line=msg.raw, rule=decision.rule,
                               since=now if self.log_calls else None, refund=self._refund_mode(name),
-                              shared_tokens=admission.tokens, audit=pending)
+                              shared_tokens=admission.tokens, audit=pending, approved=approved)
             self._charged_calls[id_key] = watch
-            return Forward(watch=watch)
+            return Forward(watch=watch, replacement=replacement)
 
         return Defer(admit, settle)
 
@@ -448,6 +511,7 @@ class Guard:
         if isinstance(watch, ProbeWatch):
             return self._answer_as_unknown(msg, watch)
         if isinstance(watch, InitWatch):
+            self.approver.note_server_answer(msg.body)
             return self._server_answer(msg)
         if isinstance(watch, (CallWatch, TimedCall)) and watch.since is not None:
             _log_call(logging.INFO, watch.tool, "allow", watch.rule, self.clock() - watch.since, _outcome(msg))
@@ -465,7 +529,7 @@ class Guard:
             # first), other errors (a failure after the work, or an error the client itself caused).
             failed = code in REFUND_CODES or (watch.refund == "error" and (
                 error is not None or (isinstance(result, dict) and result.get("isError") is True)))
-            if failed and not watch.cancelled and not watch.started:
+            if failed and not watch.cancelled and not watch.started and (watch.charges or watch.shared_tokens):
                 self.state.refund(watch.charges)
                 if watch.shared_tokens and self.shared is not None:
                     self.shared.refund_later(watch.shared_tokens)
@@ -478,6 +542,8 @@ class Guard:
                     if len(self._continuations) >= 1024:
                         self._continuations.pop(next(iter(self._continuations)))
                     self._continuations[(watch.tool, state)] = charged_arguments
+                if isinstance(state, str) and watch.approved:
+                    self.approver.note_upstream_state(watch.tool, state, watch.request_line)
         return Forward()
 
     def upstream_request(self, msg: wire.Message) -> None:

@@ -203,6 +203,11 @@ def lint(policy: Policy) -> list[str]:
         if rule.origin == "rules" and rule.action == "hide" and rule.reason:
             findings.append(f"rules.{rule.key} has a reason, but a hidden tool's caller only gets "
                             "the server's own answer for a tool it does not have: the reason is never shown")
+        raw_rules = policy.raw.get("rules") if isinstance(policy.raw, dict) else None
+        raw_rule = raw_rules.get(rule.key) if isinstance(raw_rules, dict) and rule.origin == "rules" else None
+        if isinstance(raw_rule, dict) and "approval" in raw_rule and rule.action != "require_approval":
+            findings.append(f"rules.{rule.key} has approval settings, but its action is {rule.action!r}: "
+                            "only a require_approval rule asks anyone")
         if rule.action in ("deny", "hide") and rule.origin == "rules" and (
                 rule.rate_limit or rule.budget or rule.arguments is not None):
             findings.append(f"rules.{rule.key} has action {rule.action!r}, so its limits and argument "

@@ -198,6 +198,5 @@ class PinCheck:
                             f"{os.path.basename(self.lock.path)} in this session; list the tools first")
         what = "is new" if status == "added" else "changed its definition"
         if self.mode == "require_approval":
-            return ("require_approval", f"{name} {what} since it was pinned; it needs approval "
-                                        "(no approval channel: refused)")
+            return ("require_approval", f"{name} {what} since it was pinned; it needs approval")
         return ("hide", f"{name} {what} since it was pinned")

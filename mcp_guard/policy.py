@@ -20,6 +20,7 @@ from typing import Any, Literal
 Action = Literal["allow", "deny", "require_approval", "hide"]
 Scope = Literal["session", "user", "global"]
 Refund = Literal["protocol_error", "error"]
+Remember = Literal["none", "arguments", "session"]
 ACTIONS: tuple[Action, ...] = ("allow", "require_approval", "deny", "hide")
 # The tie-breaker between equally specific rules: the more restrictive action wins.
 RESTRICTIVENESS: dict[str, int] = {action: rank for rank, action in enumerate(ACTIONS)}
@@ -70,6 +71,19 @@ class Budget:
 
 
 @dataclass(frozen=True, slots=True)
+class Approval:
+    """How a `require_approval` call is put to a human (approval.py): how long mcp-guard waits for the
+    answer, and what an approval covers besides the call itself (`remember`: nothing more, later calls
+    with identical arguments, or every later call to the tool in this session)."""
+
+    timeout: float = 120.0
+    remember: Remember = "none"
+
+
+DEFAULT_APPROVAL = Approval()
+
+
+@dataclass(frozen=True, slots=True)
 class Limits:
     """Bounds on checking a call's arguments against a rule's schema (docs/policy.md, "Limits")."""
 
@@ -90,6 +104,7 @@ class Rule:
     origin: str = "rules"  # "rules" or "hide": where the policy file says it
     refund: Refund = "protocol_error"  # which failed calls give their quota back
     monitor: bool = False  # monitor mode for this rule: its refusals are recorded, the call still passes
+    approval: Approval = Approval()  # how a require_approval call is asked (approval.py)
 
     @property
     def is_glob(self) -> bool:
@@ -125,6 +140,9 @@ class Policy:
     on_pin_mismatch: Literal["hide", "require_approval"] = "hide"
     # "monitor": every decision is recorded as it would be, and nothing is refused or hidden (docs/audit.md).
     mode: Literal["enforce", "monitor"] = "enforce"
+    # The command asked when the client cannot be (approvalcmd.py); --approval-command and
+    # $MCP_GUARD_APPROVAL_COMMAND take precedence.
+    approval_command: str | None = None
 
     @property
     def shared_limits(self) -> bool:
@@ -138,7 +156,8 @@ class Policy:
               limits: Limits | None = None, name: str | None = None, state: str | None = None,
               on_store_error: Literal["deny", "allow"] = "deny", pin: str | None = None,
               on_pin_mismatch: Literal["hide", "require_approval"] = "hide",
-              mode: Literal["enforce", "monitor"] = "enforce") -> Policy:
+              mode: Literal["enforce", "monitor"] = "enforce",
+              approval_command: str | None = None) -> Policy:
         exact: dict[str, list[Rule]] = {}
         globs: list[tuple[Rule, re.Pattern[str]]] = []
         for rule in rules:
@@ -149,7 +168,8 @@ class Policy:
         return cls(source, default, default_reason, description, rules, raw,
                    {k: tuple(v) for k, v in exact.items()}, tuple(globs), limits=limits or Limits(),
                    name=name, state=state, on_store_error=on_store_error, pin=pin,
-                   on_pin_mismatch=on_pin_mismatch, mode=mode)
+                   on_pin_mismatch=on_pin_mismatch, mode=mode,
+                   approval_command=approval_command)
 
     def matching_rules(self, name: str) -> tuple[Rule, ...]:
         """Every rule whose key matches `name`, most decisive first (the precedence order)."""
@@ -492,6 +512,7 @@ def _build(data: dict[str, Any], text: str, file: str) -> Policy:
         arguments = spec.get("arguments")
         rate = spec.get("rate_limit")
         budget = spec.get("budget")
+        approval = spec.get("approval") or {}
         rules.append(Rule(
             key=key,
             action=spec.get("action", "allow"),
@@ -502,6 +523,8 @@ def _build(data: dict[str, Any], text: str, file: str) -> Policy:
             arguments=arguments,
             refund=spec.get("refund", "protocol_error"),
             monitor=spec.get("monitor", False),
+            approval=Approval(float(approval.get("timeout", DEFAULT_APPROVAL.timeout)),
+                              approval.get("remember", DEFAULT_APPROVAL.remember)),
         ))
     for key in data.get("hide") or ():
         rules.append(Rule(key=key, action="hide", origin="hide"))
@@ -520,7 +543,8 @@ def _build(data: dict[str, Any], text: str, file: str) -> Policy:
                                float(limits.get("argument_check_seconds", defaults.argument_check_seconds))),
                         name=data.get("name"), state=state, on_store_error=data.get("on_store_error", "deny"),
                         pin=_pin_path(file, data.get("pin")), on_pin_mismatch=data.get("on_pin_mismatch", "hide"),
-                        mode=data.get("mode", "enforce"))
+                        mode=data.get("mode", "enforce"),
+                        approval_command=data.get("approval_command"))
 
 
 def _pin_path(file: str, pin: Any) -> str | None:

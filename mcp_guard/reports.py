@@ -61,6 +61,27 @@ def group_of(policy: Policy, rule: Rule | None) -> str:
     return "allowed by a rule"
 
 
+def approval_line(policy: Policy, rule: Rule | None, short: bool = False) -> str:
+    """How a require_approval call is put to a human, in words: the channel run would use, and the
+    rule's approval settings."""
+    from .approvalcmd import COMMAND_ENV
+    from .policy import DEFAULT_APPROVAL
+
+    settings = rule.approval if rule is not None else DEFAULT_APPROVAL
+    command = os.environ.get(COMMAND_ENV) or policy.approval_command
+    if command:
+        fallback = f"else the approval command ({command!r})"
+    else:
+        fallback = "else refused (no --approval-command, $MCP_GUARD_APPROVAL_COMMAND or \"approval_command\")"
+    remember = {"none": "every call asked", "arguments": "remembered for identical arguments",
+                "session": "remembered for the session"}[settings.remember]
+    if short:
+        then = f"else command {command!r}" if command else "else refused"
+        return f"approval: client (elicitation), {then}; {settings.timeout:g} s; {remember}"
+    return (f"approval: asked through the client when it supports elicitation, {fallback}; "
+            f"waits {settings.timeout:g} s; {remember}")
+
+
 @contextlib.contextmanager
 def _stderr_held() -> Iterator[list[str]]:
     """Collect what is written to fd 2 (the server's stderr, which it inherits) while listing, so it is
@@ -207,6 +228,8 @@ def _print_table(policy: Policy, tools: list[dict[str, Any]], pin_held: dict[str
                 reason = rule.reason if rule is not None else policy.default_reason
                 if reason:
                     details.append(f"reason: {reason}")
+            if group == "needs approval" and name not in pinned_out:
+                details.append(approval_line(policy, rule, short=True))
             if rule is not None and group not in ("hidden", "denied"):
                 details += limit_lines(rule)
             click.echo(f"  {name:<{width}}  {where}" + "".join(f"; {d}" for d in details))
@@ -244,6 +267,8 @@ def explain(policy_path: str, tool: str, args_json: str | None, command: tuple[s
         click.echo(f"monitor:  {why}: run records this decision but forwards the call (and lists the tool)")
     if decision.reason:
         click.echo(f"reason:   {decision.reason}")
+    if decision.action == "require_approval":
+        click.echo(f"how:      {approval_line(policy, rule)[len('approval: '):]}")
     if rule is not None and rule.action in ("allow", "require_approval"):
         for line in limit_lines(rule):
             click.echo(f"limit:    {line}")

@@ -227,7 +227,8 @@ def test_check_against_a_server_clean(tmp_path: Path) -> None:
     proc = mcp_guard("check", path, "--", *TINY)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "The server offers 4 tool(s); the agent will see 2:" in proc.stdout
-    assert "needs approval (1):\n  read_note          [rule: read_*]\n" in proc.stdout
+    assert ("needs approval (1):\n  read_note          [rule: read_*]; approval: client (elicitation), else "
+            "refused; 120 s; every call asked\n") in proc.stdout
     assert "hidden (2):\n  add                [default]\n" in proc.stdout
     assert proc.stdout.splitlines()[-1] == f"{path}: OK"
 
@@ -270,8 +271,7 @@ EXPLAINED = {
     ("llm_job_status", None, "allow", "llm_job_*", "rules.llm_job_*", None),
     ("llm_process_health", None, "deny", "llm_*", "rules.llm_*", "not the llm tools"),
     ("codex_request", None, "allow", "*_request", "rules.*_request", None),
-    ("other", None, "require_approval", None, "default", "calls to other need a human's approval, and "
-                                                         "mcp-guard cannot obtain approval yet"),
+    ("other", None, "require_approval", None, "default", "calls to other need a human's approval"),
     ("run", '{"cmd": "ls"}', "allow", "run", "rules.run", None),
     ("run", '{"cmd": "rm"}', "deny", "run", "rules.run", "argument cmd: the value is not one of ['ls']"),
     ("run", None, "deny", "run", "rules.run", "the arguments: 'cmd' is a required property"),

@@ -173,3 +173,27 @@ def test_a_tool_the_policy_hides_stays_unknown_under_a_pin(pinned: Path) -> None
         assert "pin" not in json.dumps(answer)
     finally:
         proc.kill()
+
+
+@pytest.mark.parametrize("action", ["accept", "decline"])
+def test_require_approval_asks_a_client_that_can_be_asked(pinned: Path, tmp_path: Path, action: str) -> None:
+    """on_pin_mismatch require_approval with a client that declared elicitation: the person is asked about
+    the changed tool; accepted, the call runs, declined, it is refused (docs/approval.md)."""
+    pinned.write_text(json.dumps({"version": "1", "pin": "tools.lock", "on_pin_mismatch": "require_approval"}))
+    proc = WireProcess(guard_run("--policy", str(pinned), "--", *SERVER), env={**os.environ, "DRIFT": "description"})
+    try:
+        proc.initialize(capabilities={"elicitation": {"form": {}}})
+        proc.request(1, "tools/list", {})
+        proc.send({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                   "params": {"name": "send_note", "arguments": {"to": "a", "text": "b"}}})
+        question = proc.recv(30)
+        assert question["method"] == "elicitation/create"
+        assert "send_note changed its definition since it was pinned" in question["params"]["message"]
+        proc.send({"jsonrpc": "2.0", "id": question["id"], "result": {"action": action}})
+        answer = proc.recv(30)
+    finally:
+        proc.kill()
+    if action == "accept":
+        assert answer["result"]["content"][0]["text"] == "sent to a"
+    else:
+        assert answer["result"]["isError"] is True and "the human declined" in answer["result"]["content"][0]["text"]

@@ -45,8 +45,8 @@ def test_the_example_file_passes_against_the_example_server(tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith(f"{QUICKSTART}: policy ") and "through mcp-guard run" in lines[0]
-    assert all(line.startswith("✓ ") for line in lines[1:-1]) and len(lines) == 8
-    assert lines[-1] == "6 passed, 0 failed"
+    assert all(line.startswith("✓ ") for line in lines[1:-1]) and len(lines) == 9
+    assert lines[-1] == "7 passed, 0 failed"
 
 
 def test_a_wrong_expectation_is_reported_precisely_and_in_junit(tmp_path: Path) -> None:
@@ -123,7 +123,7 @@ def test_offline_asks_the_policy_alone_and_says_so(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert "offline: decided by the policy alone" in lines[0] and "no server was started" in lines[0]
-    assert lines[-1] == "6 passed, 0 failed (offline)"
+    assert lines[-1] == "7 passed, 0 failed (offline)"
     assert "(result not checked offline)" in proc.stdout
     assert "(offline)" in (ET.parse(junit).getroot().find("testsuite").get("name") or "")  # type: ignore[union-attr]
     # Offline too, a wrong expectation fails.

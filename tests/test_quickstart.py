@@ -21,7 +21,11 @@ def test_quickstart_shows_the_policy_applied() -> None:
     assert out.count("ok: [demo] echo:") == 2
     assert "rate limit reached: at most 2 call(s) per 60 s. Retry after 60 s." in out
     assert "llm_request      deny   rule=llm_request" in out
+    # One approval: mcp-guard asks the client (elicitation), the client's person accepts, the call runs.
+    assert "      | Tool:      llm_spend" in out and "the person clicks Accept" in out
+    assert 'ok: { "spent": 5.0, "total": 5.0 }' in out
+    assert "llm_spend        approval_granted (elicitation)" in out
     assert "Traceback" not in result.stderr
     # It ends with the policy test of examples/quickstart.tests.json, all passing.
     assert "The same, as a policy test: mcp-guard test examples/quickstart.tests.json" in out
-    assert out.rstrip().endswith("6 passed, 0 failed")
+    assert out.rstrip().endswith("7 passed, 0 failed")

@@ -284,8 +284,9 @@ def test_example_policy_on_the_live_gateway(llm_cli_gateway: LlmCliGateway, star
         assert as_missing(call(proc, next(ids), name, {}), name) == as_missing(
             call(proc, next(ids), "no_such_tool_here", {}), "no_such_tool_here")
 
-    # Approval tools: refused with the rule's reason (mcp-guard cannot obtain approval yet); a session
-    # made through the guard survives the refused session_delete.
+    # Approval tools: refused with the rule's reason (this raw client declared no elicitation, and no
+    # approval command is set: nobody can be asked); a session made through the guard survives the
+    # refused session_delete.
     created = json.loads(text_of(call(proc, next(ids), "session_create", {"cli": "codex"})))
     session_id = created["session"]["id"]
     for name, arguments, key in [("llm_job_cancel", {"jobId": UNKNOWN_JOB}, "llm_job_cancel"),
@@ -295,7 +296,7 @@ def test_example_policy_on_the_live_gateway(llm_cli_gateway: LlmCliGateway, star
         decision = refusal(call(proc, next(ids), name, arguments))
         assert (decision["action"], decision["rule"]) == ("require_approval", key), decision
         if "reason" in rules[key]:
-            assert decision["reason"] == rules[key]["reason"]
+            assert decision["reason"].startswith(rules[key]["reason"] + ": approval is required"), decision
     still = json.loads(text_of(call(proc, next(ids), "session_get", {"sessionId": session_id})))
     assert still["session"]["id"] == session_id
     status = json.loads(text_of(call(proc, next(ids), "config_status", {})))  # exact allow beats config_*
