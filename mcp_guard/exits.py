@@ -57,11 +57,6 @@ def exit_status(ending: Ending) -> int:
     return 1  # DRAIN_TIMED_OUT (the client was told -32001 for what was owed), UPSTREAM_CLOSED_OUTPUT
 
 
-def child_exit_status(returncode: int) -> int:
-    """A shell-style exit status for a child return code (a signal N becomes 128 + N)."""
-    return 128 - returncode if returncode < 0 else returncode
-
-
 def signal_name(signum: int) -> str:
     try:
         return signal.Signals(signum).name
