@@ -9,14 +9,16 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 log = logging.getLogger("mcp_guard")
 
 
 class AuditLog:
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None, clock: Callable[[], float] = time.time) -> None:
         self.path = path
+        self._clock = clock
         self._file: TextIO | None = None
         self.session = f"{os.getpid()}-{int(time.time())}"
         self.enabled = bool(path)
@@ -28,7 +30,8 @@ class AuditLog:
     def record(self, event: str, **fields: Any) -> None:
         if self._file is None:
             return
-        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z",
+        now = self._clock()  # read once: seconds and milliseconds from two reads can be 1 s apart
+        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z",
                  "session": self.session, "event": event, **fields}
         line = json.dumps(entry, ensure_ascii=False, default=str)
         try:
