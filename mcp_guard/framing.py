@@ -41,6 +41,17 @@ class LineFramer:
 
     def feed(self, data: bytes) -> list[bytes | Oversized]:
         """The lines `data` completes, without their newline (a CR before it is kept: the relay decides)."""
+        if self._parts or self._skipping or len(data) > self.max_line:
+            return self._feed_slow(data)
+        # The common case, at C speed: whole lines, perhaps the start of one more, none too long.
+        lines: list[bytes | Oversized] = data.split(b"\n")  # type: ignore[assignment]
+        rest = lines.pop()
+        if rest:
+            self._parts.append(rest)  # type: ignore[arg-type]
+            self._parts_len = len(rest)  # type: ignore[arg-type]
+        return lines
+
+    def _feed_slow(self, data: bytes) -> list[bytes | Oversized]:
         out: list[bytes | Oversized] = []
         start = 0
         find = data.find

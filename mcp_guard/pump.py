@@ -162,12 +162,13 @@ class PollPump:
         try:
             while self._running:
                 wanted = self._interest()
-                for fd, mask in wanted.items():
-                    if interest.get(fd) != mask:
-                        (poller.modify if fd in interest else poller.register)(fd, mask)
-                for fd in [fd for fd in interest if fd not in wanted]:
-                    poller.unregister(fd)
-                interest = wanted
+                if wanted != interest:
+                    for fd, mask in wanted.items():
+                        if interest.get(fd) != mask:
+                            (poller.modify if fd in interest else poller.register)(fd, mask)
+                    for fd in [fd for fd in interest if fd not in wanted]:
+                        poller.unregister(fd)
+                    interest = wanted
                 for fd, _ in poller.poll():
                     if fd == wake_fd:
                         self._run_commands()

@@ -9,6 +9,8 @@ import logging
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mcp_guard import wire
 from mcp_guard.actions import Defer, Forward, PassThrough, Reply
@@ -421,3 +423,23 @@ def test_the_framer_keeps_oversized_heads_and_final_lines() -> None:
     assert framer.feed(b'{"id":1,') == []
     assert framer.feed(b'"x":"long"}\nok\nfin') == [Oversized(19, b'{"id":1,"x":"long"}'), b"ok"]
     assert framer.end() == [b"fin"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=12),
+       st.lists(st.integers(min_value=1, max_value=50), min_size=1, max_size=20), st.integers(8, 60))
+def test_the_framer_is_the_same_however_the_bytes_are_cut(lines: list[bytes], cuts: list[int], limit: int) -> None:
+    data = b"".join(line + b"\n" for line in lines)
+    framer = LineFramer(limit)
+    out: list[bytes | Oversized] = []
+    position, index = 0, 0
+    while position < len(data):
+        size = cuts[index % len(cuts)]
+        out += framer.feed(data[position:position + size])
+        position, index = position + size, index + 1
+    out += framer.end()
+    # An oversized line keeps the head it had when it went over the limit (at most 512 bytes).
+    seen = [item if isinstance(item, bytes) else (item.size, line.startswith(item.head))
+            for item, line in zip(out, lines, strict=False)]
+    assert len(out) == len(lines)
+    assert seen == [line if len(line) <= limit else (len(line), True) for line in lines]
