@@ -26,7 +26,7 @@ from . import wire
 from .actions import ClientChannel, Interceptor, PassThrough
 from .exits import Ending, ExitReason, exit_status
 from .options import Options
-from .pump import Pump, PumpEvent, make_pump, pump_kind
+from .pump import Post, Pump, PumpEvent, pump_kind
 from .session import Deferred, Effects, Session
 from .streams import Wakeup
 from .upstream import Upstream
@@ -50,6 +50,18 @@ PUMP_STOP_WAIT = 2.0
 class _OwnRequest:
     done: anyio.Event = field(default_factory=anyio.Event)
     answer: wire.Message | None = None
+
+
+def make_pump(kind: str, core: Session, client_in: int, client_out: int, upstream_in: int, upstream_out: int,
+              post: Post, max_line: int) -> Pump:
+    """The pump `pump_kind()` chose (pump.py): its module is imported only then."""
+    if kind == "poll":
+        from .pump_poll import PollPump
+
+        return PollPump(core, client_in, client_out, upstream_in, upstream_out, post, max_line)
+    from .pump_threads import ThreadPump
+
+    return ThreadPump(core, client_in, client_out, upstream_in, upstream_out, post, max_line)
 
 
 class _LoopInbox:
