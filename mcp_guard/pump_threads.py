@@ -10,6 +10,7 @@ descriptors closes it itself, when it is done with it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -17,7 +18,7 @@ import select
 import threading
 from collections.abc import Callable
 
-from .framing import LineFramer
+from .framing import LineFramer, Oversized
 from .pump import CoreCall, Post, PumpEvent
 from .session import Effects, Session
 from .streams import (
@@ -107,6 +108,7 @@ class ThreadPump:
         self._to_upstream = _Outlet(os.dup(upstream_in), True, self._room)
         self._calls: queue.SimpleQueue[Callable[[], bool]] = queue.SimpleQueue()
         self._flush_wanted = False
+        self._backlog = 0  # bytes read and not yet through the core (bounded like an outlet)
 
     @property
     def client_written(self) -> int:
@@ -135,10 +137,11 @@ class ThreadPump:
             set_blocking(fd, True)
         to_client, to_upstream = self._to_client, self._to_upstream
         def client_room() -> bool:
-            return to_upstream.size < OUTPUT_HIGH_WATER and to_client.size < OUTPUT_HARD_LIMIT
+            return (to_upstream.size < OUTPUT_HIGH_WATER and to_client.size < OUTPUT_HARD_LIMIT
+                    and self._backlog < OUTPUT_HIGH_WATER)
 
         def upstream_room() -> bool:
-            return to_client.size < OUTPUT_HIGH_WATER
+            return to_client.size < OUTPUT_HIGH_WATER and self._backlog < OUTPUT_HIGH_WATER
 
         loops: list[Callable[[], None]] = [
             lambda: self._read_forever(self._client_in, False, self._client_lines, self._client_eof, client_room),
@@ -161,11 +164,11 @@ class ThreadPump:
             self._post(fx)
         return True
 
-    def _client_lines(self, lines: list[bytes | object]) -> bool:
-        return self._apply(self.core.client_lines(lines))  # type: ignore[arg-type]
+    def _client_lines(self, lines: list[bytes | Oversized]) -> bool:
+        return self._apply(self.core.client_lines(lines))
 
-    def _upstream_lines(self, lines: list[bytes | object]) -> bool:
-        return self._apply(self.core.upstream_lines(lines))  # type: ignore[arg-type]
+    def _upstream_lines(self, lines: list[bytes | Oversized]) -> bool:
+        return self._apply(self.core.upstream_lines(lines))
 
     def _client_eof(self) -> bool:
         return self._apply(self.core.client_closed())
@@ -176,7 +179,7 @@ class ThreadPump:
 
     # --- readers and writers ----------------------------------------------------------------------------
 
-    def _read_forever(self, fd: int, owned: bool, on_lines: Callable[[list[bytes | object]], bool],
+    def _read_forever(self, fd: int, owned: bool, on_lines: Callable[[list[bytes | Oversized]], bool],
                       on_eof: Callable[[], bool], room_for_more: Callable[[], bool]) -> None:
         framer = LineFramer(self._max_line)
         try:
@@ -187,13 +190,24 @@ class ThreadPump:
                 data = read_chunk_blocking(fd, READ_CHUNK_LARGE if framer.buffered > READ_CHUNK else READ_CHUNK)
                 lines = framer.feed(data) if data else framer.end()
                 if lines:
-                    self._calls.put(lambda lines=lines: on_lines(lines))  # type: ignore[misc]
+                    size = len(data)
+                    with self._room:
+                        self._backlog += size
+                    self._calls.put(functools.partial(self._through, on_lines, lines, size))
                 if not data:
                     self._calls.put(on_eof)
                     return
         finally:
             if owned:
                 os.close(fd)
+
+    def _through(self, on_lines: Callable[[list[bytes | Oversized]], bool], lines: list[bytes | Oversized],
+                 size: int) -> bool:
+        on_lines(lines)
+        with self._room:
+            self._backlog -= size
+            self._room.notify_all()
+        return True
 
     def _client_gone(self) -> None:
         self.submit(lambda core: core.client_output_closed())
