@@ -42,6 +42,8 @@ SETTLE_MAX = 5.0
 EXIT_STATUS_WAIT = 1.0
 # While the child is gone but its output is still open, how often the pump's progress is looked at.
 PROGRESS_CHECK = 1.0
+# Where there is no pidfd, how often the child's exit is looked for.
+CHILD_POLL_INTERVAL = 0.1
 # Seconds the pump's thread gets to return once stopped (it returns at once unless a peer is wedged).
 PUMP_STOP_WAIT = 2.0
 
@@ -137,7 +139,9 @@ class Relay:
                     with anyio.CancelScope(shield=True):
                         await self._shut_down()
                     outer.cancel_scope.cancel()
-        self._inbox.close()
+        if self._pump_done.is_set():
+            # Only then: a pump still running could post to a descriptor number closed and reused.
+            self._inbox.close()
         # The core's word, read now that its thread is done: it may have refined the ending after the
         # fact (a client that left during the drain was owed nothing it could still read).
         ending = self.core.ending or self._ending or Ending(ExitReason.INTERNAL_ERROR)
@@ -252,8 +256,8 @@ class Relay:
             if pidfd >= 0:
                 await anyio.wait_readable(pidfd)
             else:
-                while self.upstream.poll() is None:
-                    await anyio.sleep(0.1)
+                while self.upstream.poll() is None:  # no pidfd (not Linux): the platform layer's to improve
+                    await anyio.sleep(CHILD_POLL_INTERVAL)
         finally:
             if pidfd >= 0:
                 os.close(pidfd)

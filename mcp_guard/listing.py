@@ -34,6 +34,9 @@ STOP_GRACE = 2.0
 STOP_GRACE_LATE = 0.5
 # A line longer than `mcp-guard run` passes by default is not read as an answer here either.
 LISTING_MAX_BYTES = DEFAULT_MAX_MESSAGE_BYTES
+# Pages of tools/list followed (nextCursor) before the listing stops: a server that never ends its cursor
+# must not keep `check` going until its deadline.
+MAX_PAGES = 998
 
 
 def list_tools(command: list[str], timeout: float) -> list[dict[str, Any]]:
@@ -121,7 +124,7 @@ def list_server(command: list[str], timeout: float) -> tuple[list[dict[str, Any]
         send({"jsonrpc": "2.0", "method": "notifications/initialized"})
         tools: list[dict[str, Any]] = []
         cursor = None
-        for request_id in range(2, 1000):
+        for request_id in range(2, 2 + MAX_PAGES):
             params: dict[str, Any] = {"cursor": cursor} if cursor else {}
             send({"jsonrpc": "2.0", "id": request_id, "method": "tools/list", "params": params})
             result = answer(request_id)

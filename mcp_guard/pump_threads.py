@@ -126,9 +126,7 @@ class ThreadPump:
         self._to_upstream.release()
 
     def notify_when_flushed(self) -> None:
-        with self._room:
-            self._flush_wanted = True
-            self._flushed_maybe()
+        self._calls.put(self._want_flush)
 
     # --- the core's thread -----------------------------------------------------------------------------
 
@@ -211,14 +209,27 @@ class ThreadPump:
 
     def _client_gone(self) -> None:
         self.submit(lambda core: core.client_output_closed())
-        with self._room:
-            self._flushed_maybe()
+        self._calls.put(self._check_flushed)
 
     def _upstream_gone(self) -> None:
         log.info("the upstream server closed its input")
 
-    def _flushed_maybe(self) -> None:
-        """With the room's lock held."""
-        if self._flush_wanted and not self._to_client.size:
+    # Everything posted to the event loop is posted by the core's thread, while `run` runs: after it
+    # returns, the loop may close its wake-up descriptor, and no other thread could know.
+
+    def _want_flush(self) -> bool:
+        self._flush_wanted = True
+        return self._check_flushed()
+
+    def _check_flushed(self) -> bool:
+        with self._room:
+            flushed = self._flush_wanted and not self._to_client.size
+        if flushed:
             self._flush_wanted = False
             self._post(PumpEvent.FLUSHED)
+        return True
+
+    def _flushed_maybe(self) -> None:
+        """The client's writer has nothing left (called with the room's lock held)."""
+        if self._flush_wanted:
+            self._calls.put(self._check_flushed)
