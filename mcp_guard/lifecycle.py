@@ -110,6 +110,7 @@ class Relay:
         self._upstream_eof = anyio.Event()
         self._pump_done = anyio.Event()
         self._upstream_ending = False
+        self._draining = False
         self._session: TaskGroup | None = None
 
     # --- running ---------------------------------------------------------------------------------
@@ -178,6 +179,8 @@ class Relay:
                     if item is PumpEvent.UPSTREAM_EOF:
                         self._upstream_eof.set()
                         self._start(self._upstream_ended)
+                    elif item is PumpEvent.CLIENT_HUNG_UP:
+                        self._start_drain()
                     else:
                         self._flushed.set()
                 else:
@@ -195,7 +198,7 @@ class Relay:
             if not self._start(self._decide, deferred):
                 deferred.cancel_requested = True
         if fx.draining:
-            self._start(self._drain)
+            self._start_drain()
         if fx.kill_upstream:
             self.upstream.signal_group(signal.SIGKILL)
         if fx.finish is not None:
@@ -214,6 +217,10 @@ class Relay:
 
     def _signalled(self, signum: int) -> None:
         self.pump.submit(lambda core: core.signalled(signum))
+
+    def _start_drain(self) -> None:
+        if not self._draining:
+            self._draining = self._start(self._drain)
 
     async def _drain(self) -> None:
         """The client closed our stdin: the core ends the session once nothing is owed; this is the

@@ -31,6 +31,7 @@ FORCE_FALLBACK_ENV = "MCP_GUARD_FORCE_FALLBACK"
 class PumpEvent(enum.Enum):
     UPSTREAM_EOF = "the upstream's output ended"
     FLUSHED = "everything queued for the client was written (or the client is gone)"
+    CLIENT_HUNG_UP = "the client closed its input, which is not being read (its destination is full)"
 
 
 CoreCall = Callable[[Session], Effects]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import select
+import stat
 from collections import deque
 from collections.abc import Callable
 
@@ -27,6 +28,8 @@ log = logging.getLogger("mcp_guard")
 
 _IN = select.POLLIN
 _OUT = select.POLLOUT
+_HUP = select.POLLHUP
+_ERR = select.POLLERR
 
 
 class _Source:
@@ -64,6 +67,8 @@ class PollPump:
         self._wakeup = Wakeup()
         self._running = True
         self._flush_wanted = False
+        self._client_hung_up = False
+        self._client_is_file = _is_file(client_in)
         self.client_written = 0
 
     # --- called from other threads ------------------------------------------------------------------
@@ -104,11 +109,18 @@ class PollPump:
                     for fd in [fd for fd in interest if fd not in wanted]:
                         poller.unregister(fd)
                     interest = wanted
-                for fd, _ in poller.poll():
+                for fd, events in poller.poll():
                     if fd == wake_fd:
                         self._run_commands()
                     elif fd == self._client.fd and not self._client.eof:
-                        self._read_client()
+                        if interest.get(fd, 0) & _IN:
+                            self._read_client()
+                        elif events & (_HUP | _ERR) and not self._client_hung_up:
+                            # Not read (its destination is full), but the client has closed its end:
+                            # the drain's clock starts, or a child that never reads would keep the
+                            # session alive for ever.
+                            self._client_hung_up = True
+                            self._post(PumpEvent.CLIENT_HUNG_UP)
                     elif fd == self._upstream.fd and not self._upstream.eof:
                         self._read_upstream()
                     # A writable destination is written below, with whatever this round produced.
@@ -125,8 +137,15 @@ class PollPump:
     def _interest(self) -> dict[int, int]:
         wanted: dict[int, int] = {self._wakeup.read_fd: _IN}
         to_client, to_upstream = self._to_client.size, self._to_upstream.size
-        if not self._client.eof and to_upstream < OUTPUT_HIGH_WATER and to_client < OUTPUT_HARD_LIMIT:
-            wanted[self._client.fd] = _IN
+        if not self._client.eof:
+            if to_upstream < OUTPUT_HIGH_WATER and to_client < OUTPUT_HARD_LIMIT:
+                wanted[self._client.fd] = _IN
+            elif self._client_is_file and not self._client_hung_up:
+                # A file on stdin has nothing more to come than what is in it: as good as hung up.
+                self._client_hung_up = True
+                self._post(PumpEvent.CLIENT_HUNG_UP)
+            elif not self._client_hung_up:
+                wanted[self._client.fd] = 0  # paused, but its hang-up is still reported
         if not self._upstream.eof and to_client < OUTPUT_HIGH_WATER:
             wanted[self._upstream.fd] = _IN
         if to_client:
@@ -190,3 +209,10 @@ class PollPump:
 
     def _stop(self) -> None:
         self._running = False
+
+
+def _is_file(fd: int) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        return False

@@ -107,10 +107,14 @@ class Session:
         return self._take()
 
     def drain_timed_out(self, seconds: float) -> Effects:
-        if self.ending is None and self.pending.owed:
-            self._fail_pending(f"mcp-guard stopped waiting for the upstream server's answer {seconds:g} s "
-                               "after the client closed its input")
-            self._finish(Ending(ExitReason.DRAIN_TIMED_OUT, unanswered=1))
+        """The drain's bound passed. Also when the client closed its input while it was not being read
+        (the child does not read what was already forwarded): what it sent after is never answered."""
+        if self.ending is None:
+            unanswered = self.pending.owed
+            if unanswered:
+                self._fail_pending(f"mcp-guard stopped waiting for the upstream server's answer {seconds:g} s "
+                                   "after the client closed its input")
+            self._finish(Ending(ExitReason.DRAIN_TIMED_OUT, unanswered=unanswered))
         return self._take()
 
     def client_output_closed(self) -> Effects:

@@ -22,6 +22,7 @@ from wireclient import guard_run, pid_alive
 
 from mcp_guard.audit import AuditLog
 from mcp_guard.relay import Options, PassThrough, Relay
+from mcp_guard.streams import grow_pipe
 from mcp_guard.upstream import Upstream
 
 HERE = Path(__file__).parent
@@ -252,3 +253,39 @@ def test_the_pump_is_chosen_in_one_place(monkeypatch: pytest.MonkeyPatch) -> Non
     assert pump_kind() == "poll"  # POSIX, where these tests run
     monkeypatch.setenv("MCP_GUARD_FORCE_FALLBACK", "1")
     assert pump_kind() == "threads"
+
+
+def test_a_client_that_hangs_up_while_not_being_read_still_ends_the_session(tmp_path: Path) -> None:
+    """The child never reads: mcp-guard stops reading the client (back-pressure) and so cannot read its
+    EOF, but the hang-up of the client's pipe is still seen: the drain's clock starts, and the session
+    ends (status 1: what was forwarded is failed with -32001, what was never read is never answered)."""
+    never_reads = tmp_path / "never_reads.py"
+    never_reads.write_text("import time\ntime.sleep(1000)\n")
+    request = b'{"jsonrpc":"2.0","id":%d,"method":"ping","params":{"pad":"' + b"x" * 400 + b'"}}\n'
+    data = b"".join(request.replace(b"%d", str(i).encode()) for i in range(6000))  # ~2.6 MiB
+    # The client's pipe holds what mcp-guard does not read (2 MiB are read: a 1 MiB buffer and the child's
+    # 1 MiB pipe), so that the client can close its end.
+    read_end, write_end = os.pipe()
+    grow_pipe(write_end)
+    proc = subprocess.Popen(guard_run("--no-policy", "--drain-timeout", "1", "--shutdown-grace", "0.5", "--",
+                                      sys.executable, str(never_reads)),
+                            stdin=read_end, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    os.close(read_end)
+    assert proc.stdout is not None
+
+    def client() -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(write_end, view):]
+        except OSError:
+            pass
+        os.close(write_end)
+
+    threading.Thread(target=client, daemon=True).start()
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
+    try:
+        assert proc.wait(1 + 0.5 + 2 + 5) == 1
+    finally:
+        proc.kill()
+        proc.wait()
