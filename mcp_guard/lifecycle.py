@@ -141,8 +141,10 @@ class Relay:
                         await self._shut_down()
                     outer.cancel_scope.cancel()
         if self._pump_done.is_set():
-            # Only then: a pump still running could post to a descriptor number closed and reused.
+            # Only now that no task submits and the pump no longer posts: a descriptor closed earlier
+            # could be reused by then and written to by a late wake-up.
             self._inbox.close()
+            self.pump.close()
         # The core's word, read now that its thread is done: it may have refined the ending after the
         # fact (a client that left during the drain was owed nothing it could still read).
         ending = self.core.ending or self._ending or Ending(ExitReason.INTERNAL_ERROR)

@@ -54,6 +54,10 @@ class Pump(Protocol):
     def notify_when_flushed(self) -> None:
         """Post FLUSHED once nothing is left to write to the client (at once if nothing is)."""
 
+    def close(self) -> None:
+        """Let go of what the pump holds, once `run` has returned and nothing will `submit` any more
+        (a descriptor closed earlier could be reused and then written to by a late wake-up)."""
+
     @property
     def client_written(self) -> int:
         """Bytes written to the client so far (read from other threads to see progress)."""

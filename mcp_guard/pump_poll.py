@@ -93,7 +93,9 @@ class PollPump:
 
     def run(self) -> None:
         client_in, client_out = self._client.fd, self._client_out_fd
-        restore = {fd: set_blocking(fd, False) for fd in (client_in, client_out)}
+        restore = {client_in: set_blocking(client_in, False)}
+        if client_out not in restore:  # one descriptor both ways (a socket): its first state is the one
+            restore[client_out] = set_blocking(client_out, False)
         set_blocking(self._upstream.fd, False)
         set_blocking(self._upstream_in_fd, False)
         poller = select.poll()
@@ -132,7 +134,9 @@ class PollPump:
                 if fd >= 0:
                     os.close(fd)
             self._upstream_in_fd = -1
-            self._wakeup.close()
+
+    def close(self) -> None:
+        self._wakeup.close()
 
     def _interest(self) -> dict[int, int]:
         wanted: dict[int, int] = {self._wakeup.read_fd: _IN}

@@ -128,6 +128,9 @@ class ThreadPump:
     def notify_when_flushed(self) -> None:
         self._calls.put(self._want_flush)
 
+    def close(self) -> None:
+        return None  # each thread closes what it owns
+
     # --- the core's thread -----------------------------------------------------------------------------
 
     def run(self) -> None:

@@ -164,13 +164,15 @@ class Wakeup:
                 pass  # full (it is awake anyway) or closed (nobody waits any more)
 
     def clear(self) -> None:
-        """Called by the waiter before it takes the queued work."""
-        self._signalled = False
+        """Called by the waiter before it takes the queued work. The pipe is emptied before the flag is
+        lowered: the other way round, a byte written in between would be read here with the flag left
+        raised, and the next `wake` would write nothing (a lost wake-up)."""
         try:
             while os.read(self.read_fd, 4096):
                 pass
         except (BlockingIOError, OSError):
             pass
+        self._signalled = False
 
     def close(self) -> None:
         for fd in (self.read_fd, self.write_fd):
