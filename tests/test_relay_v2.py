@@ -255,6 +255,9 @@ def test_the_pump_is_chosen_in_one_place(monkeypatch: pytest.MonkeyPatch) -> Non
     assert pump_kind() == "threads"
 
 
+@pytest.mark.xfail(os.environ.get("MCP_GUARD_FORCE_FALLBACK") == "1", strict=True,
+                   reason="the threaded fallback pump blocks in its read and write: it cannot see a hang-up "
+                          "of a pipe it does not read (docs/reliability.md)")
 def test_a_client_that_hangs_up_while_not_being_read_still_ends_the_session(tmp_path: Path) -> None:
     """The child never reads: mcp-guard stops reading the client (back-pressure) and so cannot read its
     EOF, but the hang-up of the client's pipe is still seen: the drain's clock starts, and the session
