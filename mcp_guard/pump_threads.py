@@ -34,6 +34,9 @@ from .streams import (
 
 log = logging.getLogger("mcp_guard")
 
+# Bytes read and not yet through the core, at most (a few reads: the core keeps up with a reader).
+BACKLOG_LIMIT = 4 * READ_CHUNK
+
 
 class _Outlet:
     """One destination: lines queued by the core's thread, written by a thread of its own."""
@@ -139,10 +142,10 @@ class ThreadPump:
         to_client, to_upstream = self._to_client, self._to_upstream
         def client_room() -> bool:
             return (to_upstream.size < OUTPUT_HIGH_WATER and to_client.size < OUTPUT_HARD_LIMIT
-                    and self._backlog < OUTPUT_HIGH_WATER)
+                    and self._backlog < BACKLOG_LIMIT)
 
         def upstream_room() -> bool:
-            return to_client.size < OUTPUT_HIGH_WATER and self._backlog < OUTPUT_HIGH_WATER
+            return to_client.size < OUTPUT_HIGH_WATER and self._backlog < BACKLOG_LIMIT
 
         loops: list[Callable[[], None]] = [
             lambda: self._read_forever(self._client_in, False, self._client_lines, self._client_eof, client_room),
