@@ -60,11 +60,13 @@ class Defer:
     too slow for the relay's pump (checking arguments against a schema).
 
     With `settle`, `decision` may return anything: the relay passes it to `settle`, which returns the
-    Forward or Reply. `settle` runs with the relay's lock held, like every other interceptor call, and
-    right after `decision` returns (no other task runs in between); it is not called when the request is
-    no longer wanted (the client cancelled it, the session is ending), so slow and pure work belongs in
-    `decision`, and what changes the interceptor's state in `settle`. The relay always runs `decision`,
-    cancelled at once when the request is no longer wanted, so its own cleanup always happens."""
+    Forward or Reply (or another Defer: the id stays reserved, and the relay waits again). `decision`
+    runs on the event loop's thread; `settle` runs on the pump's thread, like every other interceptor
+    call, and settles are applied in the order their decisions returned (the hand-over follows the
+    return with no await in between). `settle` is not called when the request is no longer wanted (the
+    client cancelled it, the session is ending), so slow and pure work belongs in `decision`, and what
+    changes the interceptor's state in `settle`. The relay always runs `decision`, cancelled at once when
+    the request is no longer wanted, so its own cleanup always happens."""
 
     decision: Callable[[ClientChannel], Awaitable[Any]]
     settle: Callable[[Any], ClientAction] | None = None
@@ -74,6 +76,13 @@ ClientAction = Forward | Reply | Drop | Defer
 
 
 class Interceptor(Protocol):
+    """Called by the relay's session core, always from one thread (the pump's), one call at a time,
+    with no lock held: a call may read and change the interceptor's own state freely, log, and write
+    its audit record (through writers that never block: a slow call holds up every message). It must
+    not wait for the event loop (anyio.from_thread) or for the client: that is what Defer is for.
+    `serve` and a Defer's `decision` run on the event loop's thread instead; what they share with the
+    calls below must be handed over (a Defer's result reaches `settle` on the pump's thread)."""
+
     def client_request(self, msg: wire.Message) -> ClientAction: ...
 
     def client_notification(self, msg: wire.Message) -> Forward | Drop: ...

@@ -4,7 +4,7 @@ The engine's argument check is pure but not cheap: its cost grows with the argum
 (`uniqueItems` over objects compares every pair of items: 8,000 objects, about a minute). Run on the
 relay's pump, one small message would stop every other message, and signals, for that long. So the
 guard answers such a call with `Defer`: the check runs in a worker thread, and the rest of the decision
-(limits, charges, the audit record) is made afterwards, under the relay's lock like every decision.
+(limits, charges, the audit record) is made afterwards, on the relay's pump thread like every decision.
 
 Bounds, all from the policy's `limits` (docs/policy.md):
 
@@ -93,7 +93,7 @@ class ArgumentChecks:
     def defer(self, rule: Rule, arguments: Any, size: int,
               settle: Callable[[str | None], ClientAction]) -> Defer:
         """A `Defer` whose decision checks `arguments` (from a message of `size` bytes) and whose settle
-        step is `settle(problem)`. Called with the relay's lock held, in the order calls arrive."""
+        step is `settle(problem)`. Called on the relay's pump thread, in the order calls arrive."""
         line = (rule.key, rule.origin)
         previous = self._last_turn.get(line)
         mine = self._last_turn[line] = _Turn()

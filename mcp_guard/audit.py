@@ -21,6 +21,7 @@ import queue
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,8 +102,10 @@ def outcome_fields(body: dict[str, Any] | None) -> dict[str, Any]:
 class AuditLog:
     """The audit file of one session. `record(event, **fields)` may be called from any thread."""
 
-    def __init__(self, path: str | None, arguments: str = "keys", command: tuple[str, ...] = ()) -> None:
+    def __init__(self, path: str | None, arguments: str = "keys", command: tuple[str, ...] = (),
+                 clock: Callable[[], float] = time.time) -> None:
         self.path = path
+        self._clock = clock  # read once per record: seconds and milliseconds from one instant
         self.enabled = bool(path)
         self.arguments_mode = arguments
         self.session = f"{os.getpid()}-{int(time.time())}-{secrets.token_hex(3)}"
@@ -126,7 +129,7 @@ class AuditLog:
     def record(self, event: str, **fields: Any) -> None:
         if self._thread is None:
             return
-        entry = {"time": time.time(), "event": event, "server": self.server, "era": self.era, **fields}
+        entry = {"time": self._clock(), "event": event, "server": self.server, "era": self.era, **fields}
         with self._dropped_lock:  # held for a counter and a put that never waits
             if self._dropped:
                 entry["_dropped"] = self._dropped  # the first record queued after the drops says so

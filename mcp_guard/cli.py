@@ -13,6 +13,7 @@ import click
 
 from . import __version__
 from .commandline import AUDIT_ENV, POLICY_ENV, Failure, ServerCommand
+from .options import DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SHUTDOWN_GRACE, Options
 
 
 def _utc_time(created: float) -> str:
@@ -65,11 +66,11 @@ def cli() -> None:
 @click.option("--monitor", is_flag=True,
               help="Monitor (shadow) mode: decide and record every call as the policy says (monitor_would_deny, "
                    "...), warn on stderr, but refuse and hide nothing. To roll a policy out (docs/audit.md).")
-@click.option("--max-message-bytes", default=64 * 1024 * 1024, show_default=True, type=click.IntRange(1024),
+@click.option("--max-message-bytes", default=DEFAULT_MAX_MESSAGE_BYTES, show_default=True, type=click.IntRange(1024),
               help="Longer lines are refused (client) or dropped (upstream) with a JSON-RPC error.")
-@click.option("--drain-timeout", default=30.0, show_default=True, type=click.FloatRange(0),
+@click.option("--drain-timeout", default=DEFAULT_DRAIN_TIMEOUT, show_default=True, type=click.FloatRange(0),
               help="After the client closes stdin, seconds to wait for answers still owed.")
-@click.option("--shutdown-grace", default=3.0, show_default=True, type=click.FloatRange(0),
+@click.option("--shutdown-grace", default=DEFAULT_SHUTDOWN_GRACE, show_default=True, type=click.FloatRange(0),
               help="Seconds the server gets to exit after its stdin closes, before SIGTERM (then SIGKILL).")
 @click.option("--state", "state", default=None, metavar="URL", envvar="MCP_GUARD_STATE",
               help="The limit store of global-scoped limits: sqlite:///path/to/state.db or redis://host:port/db. "
@@ -106,7 +107,6 @@ def run(ctx: click.Context, policy_path: str | None, no_policy: bool, audit_path
     shared = _open_shared(policy, state)
     from .audit import AuditLog
     from .guard import Guard
-    from .relay import Options
     from .runner import run_relay
     from .upstream import StartError
 

@@ -11,10 +11,6 @@ one `StderrSink`: callers only append to a bounded queue, and one writer thread 
   `STALL_SECONDS`, what the server writes is dropped and counted instead, so the server never blocks
   on its stderr either.
 - When the queue drains after drops, one line says how much was dropped.
-
-`hold_logs`/`release_logs` let the relay keep log records made while it holds its lock and emit them
-after the lock is released: even a handler that cannot block costs time the other direction may be
-waiting for.
 """
 
 from __future__ import annotations
@@ -258,43 +254,3 @@ def stderr_may_block() -> bool:
 def flush(timeout: float = 2.0) -> None:
     if _sink is not None:
         _sink.flush(timeout)
-
-
-class _HeldLogs(logging.Filter):
-    """Keeps the records of threads that asked for it (`hold_logs`) until they `release_logs`."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.local = threading.local()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        held: list[logging.LogRecord] | None = getattr(self.local, "held", None)
-        if held is None:
-            return True
-        held.append(record)
-        return False
-
-
-_held = _HeldLogs()
-_log = logging.getLogger("mcp_guard")
-_log.addFilter(_held)
-
-
-def hold_logs() -> None:
-    """From now on, this thread's records on the mcp_guard logger wait for `release_logs`."""
-    if getattr(_held.local, "held", None) is None:
-        _held.local.held = []
-
-
-def release_logs(keep_holding: bool = False) -> None:
-    """Emit this thread's held records (in order). With keep_holding, go on holding afterwards."""
-    held: list[logging.LogRecord] | None = getattr(_held.local, "held", None)
-    if held is None:
-        return
-    _held.local.held = None
-    try:
-        for record in held:
-            _log.handle(record)
-    finally:
-        if keep_holding:
-            _held.local.held = []

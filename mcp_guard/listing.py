@@ -17,7 +17,10 @@ import time
 from typing import Any
 
 from . import wire
+from .framing import LineFramer
 from .guard import read_ambiguous_listing
+from .options import DEFAULT_MAX_MESSAGE_BYTES
+from .streams import READ_CHUNK, read_chunk_blocking
 from .upstream import StartError, Upstream
 
 
@@ -29,6 +32,11 @@ class ListingError(Exception):
 # when there is time left, and at most this long after it when there is not.
 STOP_GRACE = 2.0
 STOP_GRACE_LATE = 0.5
+# A line longer than `mcp-guard run` passes by default is not read as an answer here either.
+LISTING_MAX_BYTES = DEFAULT_MAX_MESSAGE_BYTES
+# Pages of tools/list followed (nextCursor) before the listing stops: a server that never ends its cursor
+# must not keep `check` going until its deadline.
+MAX_PAGES = 998
 
 
 def list_tools(command: list[str], timeout: float) -> list[dict[str, Any]]:
@@ -50,19 +58,17 @@ def list_server(command: list[str], timeout: float) -> tuple[list[dict[str, Any]
     lines: queue.Queue[bytes] = queue.Queue()
 
     def reader() -> None:
-        assert process.stdout is not None
-        buffer = b""
+        framer = LineFramer(LISTING_MAX_BYTES)
         while True:
             try:
-                chunk = _read_blocking(upstream.stdout_fd)
+                chunk = read_chunk_blocking(upstream.stdout_fd, READ_CHUNK)
             except OSError:
                 break
+            for line in framer.feed(chunk) if chunk else framer.end():
+                if isinstance(line, bytes) and line.strip():  # b"" means EOF; an oversized line, no answer
+                    lines.put(line)
             if not chunk:
                 break
-            buffer += chunk
-            *complete, buffer = buffer.split(b"\n")
-            for line in complete:
-                lines.put(line)
         lines.put(b"")
 
     threading.Thread(target=reader, daemon=True).start()
@@ -118,7 +124,7 @@ def list_server(command: list[str], timeout: float) -> tuple[list[dict[str, Any]
         send({"jsonrpc": "2.0", "method": "notifications/initialized"})
         tools: list[dict[str, Any]] = []
         cursor = None
-        for request_id in range(2, 1000):
+        for request_id in range(2, 2 + MAX_PAGES):
             params: dict[str, Any] = {"cursor": cursor} if cursor else {}
             send({"jsonrpc": "2.0", "id": request_id, "method": "tools/list", "params": params})
             result = answer(request_id)
@@ -143,15 +149,3 @@ def list_server(command: list[str], timeout: float) -> tuple[list[dict[str, Any]
                 pass
         upstream.signal_group(signal.SIGKILL)
         process.wait()
-
-
-def _read_blocking(fd: int) -> bytes:
-    import os
-    import select
-
-    while True:
-        select.select([fd], [], [])
-        try:
-            return os.read(fd, 65536)
-        except BlockingIOError:
-            continue

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
 
+from .exits import Ending, ExitReason, exit_status
 from .relay import SIGNALS, Interceptor, Options, Relay
 from .upstream import Upstream
+
+log = logging.getLogger("mcp_guard")
 
 
 def run_relay(command: Sequence[str], interceptor: Interceptor | None, options: Options,
@@ -18,8 +22,9 @@ def run_relay(command: Sequence[str], interceptor: Interceptor | None, options: 
     """Start `command` and relay between (stdin_fd, stdout_fd) and it; the exit status. Raises StartError.
     `started()` is called once the child runs; `ended(status, how)` when the session is over.
 
-    The pump threads may still be blocked reading a peer that is gone when this returns: end the
-    process with os._exit rather than waiting for them."""
+    An exception nothing expected (a bug) is logged and becomes an exit status (exits.INTERNAL_ERROR):
+    the relay has stopped the child by then, and the caller ends the process with os._exit, which does
+    not wait for a thread still blocked on a peer that is gone."""
     # From before the child starts until the relay listens for them, signals are noted, not fatal: a
     # SIGTERM in that window would otherwise kill mcp-guard and leave what the child started behind.
     early: list[int] = []
@@ -35,9 +40,16 @@ def run_relay(command: Sequence[str], interceptor: Interceptor | None, options: 
         relay = Relay(stdin_fd, stdout_fd, upstream, interceptor, options)
         # A signal that does not end the session (SIGHUP, when it reloads the policy) is not replayed.
         relay.early_signals = [signum for signum in early if signum in options.stop_signals]
-        status = anyio.run(relay.run)
+        try:
+            status = anyio.run(relay.run)
+            how = relay.ended_by or "the session ended"
+        except Exception:
+            log.critical("mcp-guard failed (a bug: please report it); the session is over", exc_info=True)
+            ending = Ending(ExitReason.INTERNAL_ERROR)
+            status, how = exit_status(ending), ending.how
+            upstream.signal_group(signal.SIGKILL)  # stopped already on every path but a broken one
         if ended is not None:
-            ended(status, relay.ended_by or "the session ended")
+            ended(status, how)
         return status
     finally:
         for signum, handler in previous.items():

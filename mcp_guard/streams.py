@@ -1,10 +1,5 @@
-"""Newline-delimited framing over raw file descriptors, with blocking system calls.
-
-Measured, not guessed (docs/performance.md): each direction of the relay is one blocking loop in a worker
-thread (read, decide, write), which is what a stdio relay in Python does fastest. The asyncio
-alternatives (anyio process streams, or non-blocking descriptors with anyio.wait_readable) cost two
-event-loop turns per message and missed the latency bar by a wide margin.
-"""
+"""File-descriptor plumbing shared by the relay's pumps: reading a chunk, bounded output buffers written
+without blocking, wake-ups between threads, bigger pipes. Framing is framing.py's (sans-I/O)."""
 
 from __future__ import annotations
 
@@ -12,36 +7,28 @@ import errno
 import fcntl
 import os
 import select
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections import deque
 
-_SMALL_READ = 64 * 1024
-_LARGE_READ = 1024 * 1024
-_HEAD_BYTES = 512
+READ_CHUNK = 64 * 1024  # bytes asked of one read (bigger ones cost an mmap per read)
+READ_CHUNK_LARGE = 1024 * 1024  # while a line longer than READ_CHUNK is being assembled
+# Output queued for one destination above which its sources stop being read (back-pressure); a single
+# line longer than this is still queued whole, so the bound is this plus one message.
+OUTPUT_HIGH_WATER = 1024 * 1024
+# A source whose own destination is fine, but which also queues lines for a destination that does not
+# drain (the client's refusals, while the client does not read), stops above this.
+OUTPUT_HARD_LIMIT = 4 * OUTPUT_HIGH_WATER
+PIPE_SIZE = 1024 * 1024  # asked of Linux for the child's pipes
+_IOV_MAX = 512  # buffers per writev (Linux allows 1024)
+_NEWLINE = b"\n"
+_JOIN_BELOW = 64 * 1024  # a line shorter than this is queued with its newline in one buffer
+_GONE = (errno.EPIPE, errno.ECONNRESET, errno.EBADF, errno.EINVAL)
 
 
 class StreamClosed(Exception):
     """The other end of a file descriptor went away (EPIPE on write)."""
 
 
-@dataclass(slots=True)
-class Oversized:
-    """A line longer than the limit. Only its first bytes were kept (to find its id); the rest was
-    skipped without ever being held in memory whole."""
-
-    size: int
-    head: bytes
-
-
-class ReadDone:
-    """Yielded after the lines of one read: the moment to write out what they produced."""
-
-
-READ_DONE = ReadDone()
-
-
-def grow_pipe(fd: int, size: int = 1024 * 1024) -> None:
+def grow_pipe(fd: int, size: int = PIPE_SIZE) -> None:
     """Ask Linux for a bigger pipe buffer: fewer wake-ups for multi-megabyte messages."""
     set_size = getattr(fcntl, "F_SETPIPE_SZ", 1031)
     try:
@@ -50,128 +37,146 @@ def grow_pipe(fd: int, size: int = 1024 * 1024) -> None:
         pass
 
 
-def _read_some(fd: int, size: int) -> bytes:
+def set_blocking(fd: int, blocking: bool) -> bool:
+    """Set O_NONBLOCK off or on; returns whether the descriptor was blocking before."""
+    try:
+        was = os.get_blocking(fd)
+        if was != blocking:
+            os.set_blocking(fd, blocking)
+        return was
+    except OSError:
+        return True
+
+
+def read_chunk(fd: int, size: int) -> bytes | None:
+    """Up to `size` bytes; b"" at EOF (or when the descriptor is unusable); None when a non-blocking
+    descriptor has nothing yet."""
     while True:
         try:
             return os.read(fd, size)
         except InterruptedError:
             continue
         except BlockingIOError:
-            # Someone handed us a non-blocking descriptor: wait for it the plain way.
-            select.select([fd], [], [])
+            return None
         except OSError as exc:
             if exc.errno in (errno.EIO, errno.ECONNRESET, errno.EBADF):
                 return b""
             raise
 
 
-def _head_of(parts: list[bytes]) -> bytes:
-    head = b""
-    for part in parts:
-        head += part[: _HEAD_BYTES - len(head)]
-        if len(head) >= _HEAD_BYTES:
-            break
-    return head
-
-
-def iter_lines(fd: int, max_line: int) -> Iterator[bytes | Oversized | ReadDone]:
-    """Every newline-terminated line read from `fd` until EOF, with READ_DONE after the lines of each
-    read (so the caller writes them out in one system call). A final line without a newline counts
-    too. No limit on line length below `max_line`; longer lines come as `Oversized`."""
-    parts: list[bytes] = []
-    parts_len = 0
-    skipping = False
-    skipped = 0
-    head = b""
+def read_chunk_blocking(fd: int, size: int) -> bytes:
     while True:
-        data = _read_some(fd, _LARGE_READ if parts_len > _SMALL_READ else _SMALL_READ)
-        if not data:
-            break
-        start = 0
-        while True:
-            nl = data.find(b"\n", start)
-            if nl < 0:
-                rest = data[start:] if start else data
-                if not rest:
-                    break
-                if skipping:
-                    skipped += len(rest)
-                else:
-                    parts.append(rest)
-                    parts_len += len(rest)
-                    if parts_len > max_line:
-                        head = _head_of(parts)
-                        skipping, skipped = True, parts_len
-                        parts, parts_len = [], 0
-                break
-            piece = data[start:nl]
-            start = nl + 1
-            if skipping:
-                size = skipped + len(piece)
-                skipping, skipped = False, 0
-                yield Oversized(size, head)
-                continue
-            if parts:
-                parts.append(piece)
-                line = b"".join(parts)
-                parts, parts_len = [], 0
-            else:
-                line = piece
-            if len(line) > max_line:
-                yield Oversized(len(line), line[:_HEAD_BYTES])
-            else:
-                yield line
-        del data
-        yield READ_DONE
-    if skipping:
-        yield Oversized(skipped, head)
-    elif parts:
-        yield b"".join(parts)
-    yield READ_DONE
+        data = read_chunk(fd, size)
+        if data is not None:
+            return data
+        select.select([fd], [], [])  # someone handed us a non-blocking descriptor: wait the plain way
 
 
-class LineWriter:
-    """Writes whole lines to a descriptor. Several threads may write to one (the client's stdout gets
-    relayed answers and mcp-guard's own); a lock keeps every batch of lines whole and in order."""
+class OutputBuffer:
+    """Lines waiting for one destination, written with as few system calls as possible and never more
+    than the descriptor takes at once. Lines are not joined (a 256 MiB line is never copied)."""
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
+    __slots__ = ("size", "closed", "_chunks")
+
+    def __init__(self) -> None:
+        self.size = 0
         self.closed = False
-        self.busy = False  # a write is under way (read by the relay before it lets the process end)
-        self._lock = threading.Lock()
+        self._chunks: deque[bytes | memoryview] = deque()
 
-    def write_lines(self, lines: list[bytes]) -> None:
-        if not lines:
-            return
+    def __bool__(self) -> bool:
+        return self.size > 0
+
+    def add(self, lines: list[bytes]) -> None:
         if self.closed:
-            raise StreamClosed
-        if len(lines) == 1:
-            buffers: tuple[bytes, ...] = (lines[0], b"\n")
-        else:
-            lines.append(b"")
-            buffers = (b"\n".join(lines),)
-        total = sum(len(b) for b in buffers)
-        with self._lock:
-            self.busy = True
+            return
+        chunks = self._chunks
+        for line in lines:
+            if len(line) < _JOIN_BELOW:
+                chunks.append(line + _NEWLINE)  # a small copy beats a second buffer in every writev
+            else:
+                chunks.append(line)
+                chunks.append(_NEWLINE)
+            self.size += len(line) + 1
+
+    def discard(self) -> None:
+        self._chunks.clear()
+        self.size = 0
+
+    def close(self) -> None:
+        self.closed = True
+        self.discard()
+
+    def write_to(self, fd: int) -> int:
+        """Write what the descriptor takes now (a non-blocking one returns at once; a blocking one
+        blocks until all of one writev is taken). Returns the bytes written. Raises StreamClosed."""
+        chunks = self._chunks
+        written_total = 0
+        while chunks:
             try:
-                try:
-                    written = os.writev(self.fd, buffers)
-                except BlockingIOError:
-                    written = 0  # someone handed us a non-blocking descriptor: wait below
-                if written < total:
-                    view = memoryview(b"".join(buffers))[written:]
-                    while view:
-                        try:
-                            view = view[os.write(self.fd, view):]
-                        except BlockingIOError:
-                            select.select([], [self.fd], [])
-            except (BrokenPipeError, ConnectionResetError) as exc:
-                self.closed = True
-                raise StreamClosed from exc
+                if len(chunks) == 1:
+                    offered = len(chunks[0])
+                    written = os.write(fd, chunks[0])
+                else:
+                    batch = list(chunks) if len(chunks) <= _IOV_MAX else [chunks[i] for i in range(_IOV_MAX)]
+                    offered = sum(len(b) for b in batch)
+                    written = os.writev(fd, batch)
+            except (BlockingIOError, InterruptedError):
+                break
             except OSError as exc:
-                if exc.errno in (errno.EBADF, errno.EINVAL):
-                    self.closed = True
+                if exc.errno in _GONE:
+                    self.close()
                     raise StreamClosed from exc
                 raise
-            finally:
-                self.busy = False
+            written_total += written
+            self.size -= written
+            left = written
+            while left:
+                first = chunks[0]
+                if len(first) <= left:
+                    left -= len(first)
+                    chunks.popleft()
+                else:
+                    chunks[0] = memoryview(first)[left:]
+                    left = 0
+            if written < offered:
+                break  # the descriptor took less than offered: it is full for now
+        return written_total
+
+
+class Wakeup:
+    """Wakes a thread that waits on a descriptor (poll, or the event loop's wait_readable) when work is
+    queued for it from another thread. One byte per batch of work, not per item."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self.write_fd, False)
+        self._signalled = False
+
+    def wake(self) -> None:
+        # Read after the work was queued: if the flag is still set, the waiter has not yet cleared it,
+        # so it will see the work; if not, this byte wakes it. No wake-up is ever lost.
+        if not self._signalled:
+            self._signalled = True
+            try:
+                os.write(self.write_fd, b"\0")
+            except (BlockingIOError, OSError):
+                pass  # full (it is awake anyway) or closed (nobody waits any more)
+
+    def clear(self) -> None:
+        """Called by the waiter before it takes the queued work. The pipe is emptied before the flag is
+        lowered: the other way round, a byte written in between would be read here with the flag left
+        raised, and the next `wake` would write nothing (a lost wake-up)."""
+        try:
+            while os.read(self.read_fd, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+        self._signalled = False
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self.write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass

@@ -238,20 +238,22 @@ def classify(body: Any, raw: bytes, strict: bool = False) -> Message | Malformed
     has_id = "id" in body
     msg_id = body.get("id")
     key = id_key(msg_id) if has_id else None
+    # The id to answer a refusal under: any usable one, the empty string included.
+    echo_id = msg_id if key is not None else None
     if strict and not body.keys() <= MEMBERS:
         for name in body:
             if name not in MEMBERS and name.casefold() in MEMBERS:
                 return Malformed(f"key {name!r} is not {name.casefold()!r}: the message is ambiguous",
-                                 INVALID_REQUEST, msg_id if key else None, key is not None)
+                                 INVALID_REQUEST, echo_id, key is not None)
     if body.get("jsonrpc") != "2.0":
-        return Malformed('"jsonrpc" must be "2.0"', INVALID_REQUEST, msg_id if key else None, key is not None)
+        return Malformed('"jsonrpc" must be "2.0"', INVALID_REQUEST, echo_id, key is not None)
     if "method" in body:
         method = body["method"]
         if not isinstance(method, str):
-            return Malformed('"method" must be a string', INVALID_REQUEST, msg_id if key else None, key is not None)
+            return Malformed('"method" must be a string', INVALID_REQUEST, echo_id, key is not None)
         if "result" in body or "error" in body:
             return Malformed("a request cannot carry a result or an error", INVALID_REQUEST,
-                             msg_id if key else None, key is not None)
+                             echo_id, key is not None)
         if not has_id:
             return Message("notification", raw, body, method)
         if key is None:
@@ -266,7 +268,7 @@ def classify(body: Any, raw: bytes, strict: bool = False) -> Message | Malformed
             return Malformed("a response id must be a string or a number", INVALID_REQUEST)
         return Message("response", raw, body, None, msg_id, key)
     return Malformed("neither a request, a notification nor a response", INVALID_REQUEST,
-                     msg_id if key else None, key is not None)
+                     echo_id, key is not None)
 
 
 # The start of a message whose id is structurally certain: {"jsonrpc":"2.0","id":ID or {"id":ID.
