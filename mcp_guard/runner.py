@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import anyio
 
-from .relay import SIGNALS, Interceptor, Options, Relay
+from . import oslayer
+from .relay import Interceptor, Options, Relay
 from .upstream import Upstream
 
 
@@ -22,13 +21,8 @@ def run_relay(command: Sequence[str], interceptor: Interceptor | None, options: 
     process with os._exit rather than waiting for them."""
     # From before the child starts until the relay listens for them, signals are noted, not fatal: a
     # SIGTERM in that window would otherwise kill mcp-guard and leave what the child started behind.
-    early: list[int] = []
-
-    def note(signum: int, frame: Any) -> None:
-        early.append(signum)
-
-    previous = {signum: signal.signal(signum, note) for signum in SIGNALS}
-    try:
+    with oslayer.signals_noted(oslayer.STOP_SIGNALS) as early:
+        oslayer.binary_mode(stdin_fd, stdout_fd)
         upstream = Upstream.start(command)
         if started is not None:
             started()
@@ -38,6 +32,3 @@ def run_relay(command: Sequence[str], interceptor: Interceptor | None, options: 
         if ended is not None:
             ended(status, relay.ended_by or "the session ended")
         return status
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
