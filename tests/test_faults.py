@@ -26,7 +26,8 @@ HERE = Path(__file__).resolve().parent
 SERVER = HERE / "servers" / "faulty_server.py"
 ECHO_FAST = HERE / "servers" / "echo_fast.py"  # the benchmark's upstream, kept in the repository
 
-pytestmark = pytest.mark.timeout(60)
+# platform_matrix: run natively and in the forced fallback (tests/conftest.py).
+pytestmark = [pytest.mark.timeout(60), pytest.mark.platform_matrix]
 
 
 class Guarded(WireProcess):
@@ -548,6 +549,7 @@ def _assert_flat(result: dict[str, Any], warm: int) -> None:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.platform_matrix(twice=False)  # load, no platform path: not worth 8 s more in the fallback
 def test_soak_short():
     """100,000 messages (one in 100 a filtered tools/list), RSS sampled every 10,000: flat after 20,000."""
     _assert_flat(_soak(100_000, 10_000), 20_000)

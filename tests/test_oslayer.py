@@ -230,3 +230,9 @@ def test_wait_readable_and_writable_on_a_pipe():
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+@pytest.mark.platform_matrix
+def test_the_matrix_hands_the_mode_to_every_guard_started(platform_mode):
+    """tests/conftest.py: the mcp-guard processes a `platform_matrix` test starts inherit the mode."""
+    assert os.environ.get(oslayer.FORCE_FALLBACK_ENV) == ("1" if platform_mode == "fallback" else None)
