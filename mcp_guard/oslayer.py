@@ -331,8 +331,12 @@ class Child:
         if signals_process_groups():
             try:
                 os.killpg(self.process.pid, sig)
+                if sig == SIGKILL:
+                    self._disarm_watchdog()  # the whole group is ending: nothing left for it to do
                 return
-            except (ProcessLookupError, PermissionError):
+            except ProcessLookupError:
+                self._disarm_watchdog()  # the group is empty
+            except PermissionError:
                 pass
         if self.poll() is not None:
             return  # reaped: its pid may belong to someone else by now
@@ -350,16 +354,21 @@ class Child:
         """mcp-guard has stopped the child itself: the watchdog can go without acting, descriptors close.
         Forced fallback keeps the watchdog armed until mcp-guard exits: there it stands in for the Job
         Object, whose closing at exit ends what the child started (the child alone was signalled)."""
-        if self._watchdog_fd >= 0 and not force_fallback():
+        if not force_fallback():
+            self._disarm_watchdog()
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+
+    def _disarm_watchdog(self) -> None:
+        if self._watchdog_fd >= 0:
             try:
                 os.write(self._watchdog_fd, b"stop\n")
             except OSError:
                 pass
             os.close(self._watchdog_fd)
             self._watchdog_fd = -1
-        if self._pidfd >= 0:
-            os.close(self._pidfd)
-            self._pidfd = -1
 
 
 # The watchdog: a shell blocked reading a pipe only mcp-guard holds the other end of. When mcp-guard goes,

@@ -149,13 +149,27 @@ def _watchdog_of(guard_pid: int) -> int:
                 continue
             try:
                 cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                state, ppid = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[:2]
             except (OSError, ValueError, IndexError):
                 continue
-            if ppid == guard_pid and b"mcp-guard-watchdog" in cmdline:
+            if int(ppid) == guard_pid and state != "Z" and b"mcp-guard-watchdog" in cmdline:
                 return int(entry)
         time.sleep(0.05)
     raise AssertionError("no watchdog found")
+
+
+def test_killing_the_group_sends_the_watchdog_away(monkeypatch):
+    """Once the whole group has been sent SIGKILL (or is found empty), the watchdog has nothing left to do
+    and leaves at once, rather than at mcp-guard's exit (where the group's number may be someone else's)."""
+    monkeypatch.delenv(oslayer.FORCE_FALLBACK_ENV, raising=False)
+    child, grandchild = _spawn("obey")
+    try:
+        watchdog = _watchdog_of(os.getpid())
+        child.kill_group()
+        assert child.wait_blocking(5) == -signal.SIGKILL
+        assert _gone(grandchild, 3) and _gone(watchdog, 3)
+    finally:
+        _cleanup(child, grandchild, monkeypatch)
 
 
 def _guard_with_server(env: dict[str, str]) -> tuple[WireProcess, int]:
