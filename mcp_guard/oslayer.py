@@ -49,6 +49,7 @@ STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
 PIPE_SIZE = 1024 * 1024  # asked of Linux for the child's pipes: fewer wake-ups for large messages
 _PEEK_INTERVAL = 0.01  # Windows: how often a pipe is looked at while waiting for it to become readable
 _WAIT_SLICE = 1.0  # the wait thread's slices, so that an abandoned waiter ends by itself
+_RELEASED_POLL = 0.05  # how often a child still running after release() is looked at
 _PR_SET_PDEATHSIG = 1
 _F_SETPIPE_SZ = 1031  # Linux's fcntl number, for Pythons whose fcntl does not name it
 _JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE = 0x2000
@@ -243,7 +244,8 @@ class Child:
                 self._pidfd = os.pidfd_open(process.pid)
             except OSError:
                 self._pidfd = -1
-        if self._pidfd < 0:
+        self._threaded = self._pidfd < 0  # the exit is seen by a thread blocked in wait(), which reaps it
+        if self._threaded:
             threading.Thread(target=self._wait_thread, name="mcp-guard child watch", daemon=True).start()
 
     @classmethod
@@ -277,13 +279,13 @@ class Child:
 
     def poll(self) -> int | None:
         """Its return code, or None while it runs (never blocks)."""
-        if self._pidfd < 0:
+        if self._threaded:
             return self.process.returncode if self._exited.is_set() else None
         return self.process.poll()
 
     def wait_blocking(self, timeout: float | None) -> int | None:
         """Wait up to `timeout` seconds (None: for ever) in this thread; its return code, or None."""
-        if self._pidfd < 0:
+        if self._threaded:
             self._exited.wait(timeout)
             return self.poll()
         try:
@@ -296,15 +298,17 @@ class Child:
         Linux: a pidfd the loop watches; elsewhere the wait thread's event, waited for in a worker thread."""
         with anyio.move_on_after(timeout):
             while self.poll() is None:
-                if self._pidfd >= 0:
+                if self._threaded:
+                    await anyio.to_thread.run_sync(self._exited.wait, _WAIT_SLICE, abandon_on_cancel=True)
+                elif self._pidfd >= 0:
                     # A descriptor of this call's own: two tasks may wait at once.
                     fd = os.dup(self._pidfd)
                     try:
                         await anyio.wait_readable(fd)
                     finally:
                         os.close(fd)
-                else:
-                    await anyio.to_thread.run_sync(self._exited.wait, _WAIT_SLICE, abandon_on_cancel=True)
+                else:  # released (its pidfd closed) while it still runs: only after a failed kill
+                    await anyio.sleep(_RELEASED_POLL)
         return self.poll()
 
     # --- stopping it ---

@@ -95,6 +95,18 @@ def test_exit_is_seen_by_a_pidfd_natively_and_by_a_wait_thread_in_fallback(mode,
         _cleanup(child, grandchild, monkeypatch)
 
 
+def test_the_exit_status_is_still_known_after_release(mode, monkeypatch):
+    child, grandchild = _spawn("obey")
+    try:
+        assert child.process.stdin is not None
+        child.process.stdin.close()
+        assert child.wait_blocking(10) == 0
+        child.release()
+        assert child.poll() == 0 and child.wait_blocking(0) == 0 and anyio.run(child.wait, 1.0) == 0
+    finally:
+        _cleanup(child, grandchild, monkeypatch)
+
+
 def test_two_tasks_may_wait_for_the_same_exit(mode, monkeypatch):
     child, grandchild = _spawn("obey")
     codes: list[int | None] = []
