@@ -18,15 +18,17 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import select
 import stat
 import threading
 import time
 from collections import deque
 
+from . import oslayer
+
 QUEUE_BYTES = 256 * 1024  # waiting to be written, at most (mcp-guard's lines and the server's bytes)
 STALL_SECONDS = 0.5  # a write that has not progressed for this long means stderr is not being read
 _PIECE = 64 * 1024  # written at a time, so that progress is seen at least once per pipe-full
+PARTIAL_LINE_WAIT = 0.1  # seconds the rest of a server's stderr line is waited for before passing on a part
 
 
 class StderrSink:
@@ -141,7 +143,7 @@ class StderrSink:
                 continue
             except BlockingIOError:
                 # A launcher handed over a non-blocking descriptor: wait for it the plain way.
-                select.select([], [self.fd], [], 1.0)
+                oslayer.wait_writable(self.fd, 1.0)
                 continue
             except OSError as exc:
                 if exc.errno in (errno.EPIPE, errno.EBADF, errno.EINVAL, errno.ECONNRESET, errno.ENOSPC, errno.EIO):
@@ -156,13 +158,10 @@ class StderrSink:
 
     def _forward(self, fd: int) -> None:
         partial = b""
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
         try:
             while True:
                 # Wait a little for the rest of a line; a line without its newline is passed on after 0.1 s.
-                ready = poller.poll(100 if partial else None)
-                if not ready:
+                if not oslayer.wait_readable(fd, PARTIAL_LINE_WAIT if partial else None):
                     self.put_stream(partial)
                     partial = b""
                     continue

@@ -88,12 +88,17 @@ class ProbeWatch:
 # The tools/call params a probe keeps: what shapes the upstream's answer (the era's _meta, a task
 # request), never what the hidden tool would have been given (arguments, inputResponses, requestState).
 PROBE_PARAMS = ("_meta", "task")
+PROBE_RANDOM_BYTES = 12  # 96 random bits in a probe name: no server has that tool
+# The probe name's first characters: still there after a rewrite, they mean the upstream wrote the name in
+# another form (escaped, cut short, in other case) and the answer could not be made the upstream's own.
+PROBE_PREFIX_CHARS = 12
+MAX_CONTINUATIONS = 1024  # stateless continuations remembered for their charge (the oldest forgotten first)
 
 
 def _new_probe_name() -> str:
     # A plain name every server accepts as one (letters and digits, under 64 characters), that no
     # encoder escapes, and that no server has: 96 random bits, and checked against every listing.
-    return "t" + secrets.token_hex(12)
+    return "t" + secrets.token_hex(PROBE_RANDOM_BYTES)
 
 
 @dataclass(slots=True)
@@ -539,7 +544,7 @@ class Guard:
                 charged_arguments = (wire.call_arguments_fingerprint(watch.request_line)
                                      if isinstance(state, str) else None)
                 if isinstance(state, str) and charged_arguments is not None:
-                    if len(self._continuations) >= 1024:
+                    if len(self._continuations) >= MAX_CONTINUATIONS:
                         self._continuations.pop(next(iter(self._continuations)))
                     self._continuations[(watch.tool, state)] = charged_arguments
                 if isinstance(state, str) and watch.approved:
@@ -641,7 +646,7 @@ class Guard:
         rewritten = msg.raw.replace(probe, wire.string_content(watch.hidden_name))
         parsed = wire.parse(rewritten, strict=False)
         if (isinstance(parsed, wire.Message) and parsed.id_key == msg.id_key
-                and probe[:12] not in wire.encode(parsed.body).lower()):
+                and probe[:PROBE_PREFIX_CHARS] not in wire.encode(parsed.body).lower()):
             return Forward(replacement=None if rewritten == msg.raw else rewritten)
         log.warning("could not turn the upstream's answer about an unknown tool into one about %s",
                     watch.hidden_name)

@@ -18,8 +18,9 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath, PureWindowsPath
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -99,20 +100,25 @@ class Location:
     url: str = ""
 
 
-def default_path() -> Path:
+def default_path(environ: Mapping[str, str] | None = None, platform: str | None = None) -> PurePath:
     """The per-user state file: $XDG_STATE_HOME/mcp-guard/state.db (~/.local/state on Linux), on macOS
     ~/Library/Application Support/mcp-guard/state.db, on Windows %LOCALAPPDATA%\\mcp-guard\\state.db."""
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
+    environ = os.environ if environ is None else environ
+    platform = platform or sys.platform
+    if platform == "win32":
+        home = PureWindowsPath(environ.get("USERPROFILE") or Path.home())
+        base: PurePath = PureWindowsPath(environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
+    elif platform == "darwin":
+        base = Path(environ.get("HOME") or Path.home()) / "Library" / "Application Support"
     else:
-        base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+        state = environ.get("XDG_STATE_HOME") or ""
+        base = Path(state) if os.path.isabs(state) else Path(environ.get("HOME") or Path.home()) / ".local" / "state"
     return base / "mcp-guard" / "state.db"
 
 
-def default_url() -> str:
-    return "sqlite:///" + default_path().as_posix().lstrip("/")
+def default_url(environ: Mapping[str, str] | None = None, platform: str | None = None) -> str:
+    """sqlite:///home/u/.local/state/mcp-guard/state.db; on Windows sqlite:///C:/Users/u/AppData/Local/..."""
+    return "sqlite:///" + default_path(environ, platform).as_posix().lstrip("/")
 
 
 def parse_url(url: str) -> Location:

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from .engine import select_rule
-from .policy import Policy, Rule
+from .policy import CharClass, Policy, Rule, glob_parts
 
 
-def _class_choices(body: str) -> list[str]:
+def _class_choices(char_class: CharClass) -> list[str]:
     """A few characters a [...] class matches: each end and the middle of every range, each literal."""
-    if body.startswith(("!", "^")):
+    if char_class.negated:
         return ["\x01", "~"]
     chars: list[str] = []
-    k = 0
-    while k < len(body):
-        if k + 2 < len(body) and body[k + 1] == "-":
-            lo, hi = ord(body[k]), ord(body[k + 2])
-            chars += [chr(lo), chr((lo + hi) // 2), chr(hi)]
-            k += 3
-        else:
-            chars.append(body[k])
-            k += 1
+    for first, last in char_class.ranges:
+        lo, hi = ord(first), ord(last)
+        chars += [first] if lo == hi else [first, chr((lo + hi) // 2), last]
     return list(dict.fromkeys(chars)) or ["a"]
 
 
@@ -31,15 +24,15 @@ def _samples(rule: Rule) -> list[str]:
     if not rule.is_glob:
         return [rule.key]
     pieces: list[list[str]] = []
-    for token in re.findall(r"\[!?\]?[^\]]*\]|\*|\?|[^*?\[]+|\[", rule.key):
-        if token == "*":
+    for part in glob_parts(rule.key).parts:
+        if part == "*":
             pieces.append(["", "x", "zz_9-Q"])
-        elif token == "?":
+        elif part == "?":
             pieces.append(["q", "_"])
-        elif token.startswith("[") and token.endswith("]") and len(token) > 2:
-            pieces.append(_class_choices(token[1:-1]))
+        elif isinstance(part, CharClass):
+            pieces.append(_class_choices(part))
         else:
-            pieces.append([token])
+            pieces.append([part])
     names = [""]
     for choices in pieces:
         names = [name + choice for name in names for choice in choices][:200]

@@ -70,6 +70,12 @@ class Budget:
     scope: Scope = "session"
 
 
+# The cache of which rules match a tool name: bounded in count and in name length, so an agent inventing
+# (long) names cannot grow it.
+MATCH_CACHE_ENTRIES = 4096
+MATCH_CACHE_NAME_CHARS = 256
+
+
 @dataclass(frozen=True, slots=True)
 class Approval:
     """How a `require_approval` call is put to a human (approval.py): how long mcp-guard waits for the
@@ -180,8 +186,7 @@ class Policy:
         found += [rule for rule, pattern in self._globs if pattern.fullmatch(name)]
         found.sort(key=precedence, reverse=True)
         result = tuple(found)
-        # Bounded in count and in size, so an agent inventing (long) names cannot grow it.
-        if len(self._matches) < 4096 and len(name) <= 256:
+        if len(self._matches) < MATCH_CACHE_ENTRIES and len(name) <= MATCH_CACHE_NAME_CHARS:
             self._matches[name] = result
         return result
 
@@ -211,33 +216,87 @@ def is_glob(key: str) -> bool:
     return any(ch in key for ch in "*?[")
 
 
+@dataclass(frozen=True)
+class CharClass:
+    """A glob's [...] as fnmatch reads it: `ranges` holds (first, last) pairs, a single character as (c, c)."""
+
+    negated: bool
+    ranges: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class GlobParts:
+    """A glob read the way fnmatch reads it: "*" and "?" wildcards, literal text (which never holds a
+    wildcard) and character classes, in order. `unclosed` says a [ was never closed (fnmatch then reads
+    it as a literal [, kept in the literal text)."""
+
+    parts: tuple[str | CharClass, ...]
+    unclosed: bool
+
+
+def glob_parts(key: str) -> GlobParts:
+    parts: list[str | CharClass] = []
+    literal = ""
+    unclosed = False
+    i = 0
+    while i < len(key):
+        char = key[i]
+        if char in "*?" or char == "[":
+            if char == "[":
+                j = i + 1
+                negated = j < len(key) and key[j] == "!"
+                j += negated
+                if j < len(key) and key[j] == "]":  # a ] first in the class is one of its characters
+                    j += 1
+                end = key.find("]", j)
+                if end < 0:
+                    unclosed = True
+                    literal += char
+                    i += 1
+                    continue
+                if literal:
+                    parts.append(literal)
+                    literal = ""
+                parts.append(CharClass(negated, _class_ranges(key[i + 1 + negated:end])))
+                i = end + 1
+                continue
+            if literal:
+                parts.append(literal)
+                literal = ""
+            parts.append(char)
+        else:
+            literal += char
+        i += 1
+    if literal:
+        parts.append(literal)
+    return GlobParts(tuple(parts), unclosed)
+
+
+def _class_ranges(body: str) -> tuple[tuple[str, str], ...]:
+    ranges: list[tuple[str, str]] = []
+    k = 0
+    while k < len(body):
+        if k + 2 < len(body) and body[k + 1] == "-":
+            ranges.append((body[k], body[k + 2]))
+            k += 3
+        else:
+            ranges.append((body[k], body[k]))
+            k += 1
+    return tuple(ranges)
+
+
 def glob_problem(key: str) -> str | None:
     """Why a glob is malformed (a [ never closed) or can match nothing (a reversed range such as [z-a]),
     or None."""
-    i = 0
-    while i < len(key):
-        if key[i] != "[":
-            i += 1
-            continue
-        j = i + 1
-        if j < len(key) and key[j] in "!^":
-            j += 1
-        if j < len(key) and key[j] == "]":
-            j += 1
-        end = key.find("]", j)
-        if end < 0:
-            # fnmatch would read it as a literal [, which is almost never what was meant ("admin_[x").
-            return "has a [ that is never closed; write [[] to match a literal ["
-        body = key[i + 1:end].lstrip("!^")
-        k = 0
-        while k < len(body):
-            if k + 2 < len(body) and body[k + 1] == "-":
-                if body[k] > body[k + 2]:
-                    return f"has the reversed character range {body[k]}-{body[k + 2]}, which matches nothing"
-                k += 3
-            else:
-                k += 1
-        i = end + 1
+    parsed = glob_parts(key)
+    for part in parsed.parts:
+        if isinstance(part, CharClass):
+            for first, last in part.ranges:
+                if first > last:
+                    return f"has the reversed character range {first}-{last}, which matches nothing"
+    if parsed.unclosed:
+        # fnmatch would read it as a literal [, which is almost never what was meant ("admin_[x").
+        return "has a [ that is never closed; write [[] to match a literal ["
     return None
 
 

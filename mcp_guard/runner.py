@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import signal
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import anyio
 
+from . import oslayer
 from .exits import Ending, ExitReason, exit_status
-from .relay import SIGNALS, Interceptor, Options, Relay
+from .relay import Interceptor, Options, Relay
 from .upstream import Upstream
 
 log = logging.getLogger("mcp_guard")
@@ -27,13 +26,8 @@ def run_relay(command: Sequence[str], interceptor: Interceptor | None, options: 
     not wait for a thread still blocked on a peer that is gone."""
     # From before the child starts until the relay listens for them, signals are noted, not fatal: a
     # SIGTERM in that window would otherwise kill mcp-guard and leave what the child started behind.
-    early: list[int] = []
-
-    def note(signum: int, frame: Any) -> None:
-        early.append(signum)
-
-    previous = {signum: signal.signal(signum, note) for signum in SIGNALS}
-    try:
+    with oslayer.signals_noted(oslayer.STOP_SIGNALS) as early:
+        oslayer.binary_mode(stdin_fd, stdout_fd)
         upstream = Upstream.start(command)
         if started is not None:
             started()
@@ -47,10 +41,7 @@ def run_relay(command: Sequence[str], interceptor: Interceptor | None, options: 
             log.critical("mcp-guard failed (a bug: please report it); the session is over", exc_info=True)
             ending = Ending(ExitReason.INTERNAL_ERROR)
             status, how = exit_status(ending), ending.how
-            upstream.signal_group(signal.SIGKILL)  # stopped already on every path but a broken one
+            upstream.kill_group()  # stopped already on every path but a broken one
         if ended is not None:
             ended(status, how)
         return status
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)

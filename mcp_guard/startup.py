@@ -8,10 +8,9 @@ with a JSON-RPC error carrying the same one-line message. The server is never st
 from __future__ import annotations
 
 import os
-import select
 import time
 
-from . import wire
+from . import oslayer, wire
 
 # How long a client is given to send its first request. Clients send `initialize` (or, stateless,
 # `server/discover`) at once; a person at a terminal is not waited for at all.
@@ -33,11 +32,7 @@ def answer_first_request(message: str, wait: float = FIRST_REQUEST_WAIT, stdin_f
         left = deadline - time.monotonic()
         if left <= 0:
             return False
-        try:
-            ready, _, _ = select.select([stdin_fd], [], [], left)
-        except (OSError, ValueError):
-            return False
-        if not ready:
+        if not oslayer.wait_readable(stdin_fd, left):
             return False
         try:
             chunk = os.read(stdin_fd, 65536)
@@ -71,4 +66,4 @@ def _write_all(fd: int, data: bytes) -> None:
         except BlockingIOError:
             if time.monotonic() > deadline:
                 raise OSError("the client does not read") from None
-            select.select([], [fd], [], 0.1)
+            oslayer.wait_writable(fd, 0.1)

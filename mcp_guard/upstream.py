@@ -4,25 +4,24 @@ The child gets its own stdin/stdout pipes. Its stderr is our stderr, passed thro
 as it is when writing to it cannot block (a terminal, a file), and otherwise (a pipe, a socket: someone
 must read it) read by mcp-guard and passed on through the same bounded, non-blocking sink as mcp-guard's
 own log (diagnostics.py), so that a stderr nobody reads stops neither the server nor mcp-guard.
-It can never outlive mcp-guard: on Linux the kernel kills it when we die (PR_SET_PDEATHSIG), even if
-we are SIGKILLed, and every exit path of ours stops it first. It runs in its own process group so that
-stopping it also stops what it started (npx -> node, uvx -> python).
+It can never outlive mcp-guard: the kernel kills it when we die (Linux: PR_SET_PDEATHSIG; Windows: a Job
+Object), a watchdog ends its group on POSIX, even if we are SIGKILLed, and every exit path of ours stops
+it first. It runs in its own process group so that stopping it also stops what it started (npx -> node,
+uvx -> python). How each of these is done on each OS: oslayer.py and docs/platforms.md.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import subprocess
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import anyio
+from . import diagnostics, oslayer
 
-from . import diagnostics
-from .streams import grow_pipe
+# After SIGTERM, the seconds the child gets before SIGKILL; after SIGKILL, before we stop waiting.
+TERM_GRACE = 2.0
+KILL_WAIT = 5.0
 
 
 class StartError(Exception):
@@ -33,69 +32,44 @@ class StartError(Exception):
         self.status = status
 
 
-def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-
-    def in_child() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-        # The parent may have died between fork and prctl: then nobody would ever send the signal.
-        if os.getppid() != parent_pid:
-            os._exit(1)
-
-    return in_child
-
-
 @dataclass
 class Upstream:
     process: subprocess.Popen[bytes]
     stdin_fd: int
     stdout_fd: int
     command: Sequence[str]
+    child: oslayer.Child
 
     @classmethod
     def start(cls, command: Sequence[str], env: dict[str, str] | None = None) -> Upstream:
         if not command:
             raise StartError("no command given after --", 2)
         program = command[0]
-        if os.sep not in program and shutil.which(program) is None:
+        argv = oslayer.resolve_program(command)
+        if argv is None:
             raise StartError(f"command not found: {program}", 127)
         pipe_stderr = diagnostics.stderr_may_block()
         try:
-            process = subprocess.Popen(
-                list(command),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE if pipe_stderr else None,
-                env=env,
-                start_new_session=True,
-                preexec_fn=_die_with_parent(os.getpid()),
-                bufsize=0,
-            )
+            child = oslayer.Child.spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE if pipe_stderr else None, env=env)
         except FileNotFoundError:
             raise StartError(f"command not found: {program}", 127) from None
         except PermissionError:
             raise StartError(f"command is not executable: {program}", 126) from None
         except OSError as exc:
             raise StartError(f"cannot start {program}: {exc.strerror or exc}", 126) from None
+        process = child.process
         assert process.stdin is not None and process.stdout is not None
         stdin_fd, stdout_fd = process.stdin.fileno(), process.stdout.fileno()
-        grow_pipe(stdout_fd)
-        grow_pipe(stdin_fd)
+        oslayer.binary_mode(stdin_fd, stdout_fd)
+        oslayer.grow_pipe(stdout_fd)
+        oslayer.grow_pipe(stdin_fd)
         if process.stderr is not None:
             # The forwarder owns (and closes at EOF) a descriptor of its own.
             stderr_fd = os.dup(process.stderr.fileno())
             process.stderr.close()
             diagnostics.sink().forward(stderr_fd)
-        return cls(process, stdin_fd, stdout_fd, command)
+        return cls(process, stdin_fd, stdout_fd, command, child)
 
     @property
     def pid(self) -> int:
@@ -109,47 +83,46 @@ class Upstream:
                 pass
 
     def poll(self) -> int | None:
-        return self.process.poll()
+        return self.child.poll()
 
-    async def wait(self, timeout: float) -> int | None:
+    async def wait(self, timeout: float | None) -> int | None:
         """Wait up to `timeout` seconds for the child to exit; its return code, or None."""
-        with anyio.move_on_after(timeout):
-            while True:
-                code = self.process.poll()
-                if code is not None:
-                    return code
-                await anyio.sleep(0.01)
-        return self.process.poll()
+        return await self.child.wait(timeout)
+
+    def terminate_group(self) -> None:
+        self.child.terminate_group()
+
+    def kill_group(self) -> None:
+        self.child.kill_group()
 
     def signal_group(self, sig: int) -> None:
-        try:
-            os.killpg(self.process.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            try:
-                self.process.send_signal(sig)
-            except ProcessLookupError:
-                pass
+        """SIGTERM: terminate_group; anything else: kill_group. For callers that still name signals."""
+        if sig == oslayer.SIGTERM:
+            self.terminate_group()
+        else:
+            self.kill_group()
 
-    async def stop(self, grace: float, term_grace: float = 2.0) -> int:
+    async def stop(self, grace: float, term_grace: float = TERM_GRACE) -> int:
         """The MCP stdio shutdown order: close the child's stdin, wait; SIGTERM, wait; SIGKILL.
         What the child started in its process group goes with it."""
         self.close_stdin()
         code = await self.wait(grace)
         if code is None:
-            self.signal_group(signal.SIGTERM)
+            self.terminate_group()
             code = await self.wait(term_grace)
         if code is None:
-            self.signal_group(signal.SIGKILL)
-            code = await self.wait(5.0)
+            self.kill_group()
+            code = await self.wait(KILL_WAIT)
         else:
             # The child is gone; make sure nothing it started in its group stays behind.
-            self.signal_group(signal.SIGKILL)
+            self.kill_group()
+        self.child.release()
         if self.process.stdout is not None:
             try:
                 self.process.stdout.close()
             except OSError:
                 pass
-        return code if code is not None else -signal.SIGKILL
+        return code if code is not None else -oslayer.SIGKILL
 
 
 def exit_status(code: int) -> int:

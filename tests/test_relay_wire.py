@@ -19,6 +19,9 @@ from typing import Any
 import pytest
 from wireclient import WireProcess, guard_run, pid_alive
 
+# Run natively and in the forced fallback (tests/conftest.py): the relay's platform paths.
+pytestmark = pytest.mark.platform_matrix
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RAW = [sys.executable, str(HERE / "servers" / "relay_raw_server.py")]

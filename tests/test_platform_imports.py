@@ -1,0 +1,141 @@
+"""mcp-guard imports on Windows and macOS, checked on Linux: every module of the package is imported in a
+fresh interpreter that reports `sys.platform` as win32 or darwin, with the standard modules that OS lacks
+made unimportable (fcntl, termios, resource, pwd, grp...), Windows' own (msvcrt, winreg) stubbed, and the
+signal numbers and `os` functions it lacks removed. So a Linux-only import cannot creep back in unnoticed.
+
+Imports only: what runs on those systems is exercised on Linux by the forced fallback
+(MCP_GUARD_FORCE_FALLBACK=1, tests/test_oslayer.py and the `platform_matrix` tests).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "mcp_guard"
+
+# Still importing fcntl/select/SIGHUP directly until the relay's second version (the core helper's
+# sans-I/O core and pumps) is merged; runner.py imports relay.py.
+PENDING_MERGE = ("mcp_guard.relay", "mcp_guard.streams", "mcp_guard.runner")
+
+ALL_MODULES = sorted("mcp_guard." + p.stem for p in PACKAGE.glob("*.py") if p.stem != "__main__")
+
+# Run in a fresh interpreter. Third-party dependencies (anyio, click, jsonschema...) are imported first
+# with the real platform: they are cross-platform and not ours to check. Then the platform is faked and
+# each of our modules imported; the errors are printed as JSON.
+SCRIPT = r"""
+import importlib, importlib.abc, json, os, signal, sys, types
+
+target, modules = sys.argv[1], sys.argv[2].split(",")
+for dependency in ("anyio", "anyio.to_thread", "click", "jsonschema", "referencing", "subprocess", "shutil",
+                   "sqlite3", "tempfile", "threading", "pathlib", "logging", "difflib", "urllib.parse",
+                   "importlib.resources", "ctypes", "select", "yaml"):
+    try:
+        importlib.import_module(dependency)
+    except ImportError:
+        pass
+
+LINUX_ONLY_OS = ("pidfd_open",)
+if target == "win32":
+    missing = {"fcntl", "termios", "resource", "pwd", "grp", "tty", "pty", "syslog", "posix", "_posixsubprocess"}
+    for name in ("killpg", "getpgid", "setsid", "getuid", "geteuid", "fork", "waitid", "pidfd_open",
+                 "sched_getaffinity", "setpgid"):
+        if hasattr(os, name):
+            delattr(os, name)
+    fake_signal = types.ModuleType("signal")
+    for name in dir(signal):
+        fake_signal.__dict__[name] = getattr(signal, name)
+    for name in ("SIGHUP", "SIGKILL", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGCHLD", "SIGCONT",
+                 "SIGSTOP", "SIGTSTP", "SIGWINCH", "SIGTTIN", "SIGTTOU", "SIGIO", "SIGPROF", "SIGVTALRM", "SIGXCPU",
+                 "SIGXFSZ", "SIGSYS", "SIGTRAP", "SIGBUS", "SIGURG", "SIGPOLL", "SIGPWR", "SIGRTMIN", "SIGRTMAX",
+                 "pthread_kill", "pthread_sigmask", "sigwait", "sigpending", "setitimer", "getitimer", "alarm",
+                 "pause", "siginterrupt", "sigtimedwait", "sigwaitinfo", "pidfd_send_signal"):
+        fake_signal.__dict__.pop(name, None)
+    fake_signal.SIGBREAK = 21
+    fake_signal.CTRL_C_EVENT = 0
+    fake_signal.CTRL_BREAK_EVENT = 1
+    sys.modules["signal"] = fake_signal
+    select = sys.modules["select"]
+    for name in ("poll", "epoll", "POLLIN", "POLLOUT"):
+        if hasattr(select, name):
+            delattr(select, name)
+    msvcrt = types.ModuleType("msvcrt")
+    msvcrt.setmode = lambda fd, mode: mode
+    msvcrt.get_osfhandle = lambda fd: fd
+    msvcrt.open_osfhandle = lambda handle, flags: handle
+    sys.modules["msvcrt"] = msvcrt
+    winreg = types.ModuleType("winreg")
+    sys.modules["winreg"] = winreg
+else:
+    missing = set()
+    for name in LINUX_ONLY_OS:
+        if hasattr(os, name):
+            delattr(os, name)
+
+
+class Missing(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name in missing:
+            raise ImportError(f"No module named {name!r} (absent on {sys.platform})")
+        return None
+
+
+for name in missing:
+    sys.modules.pop(name, None)
+sys.meta_path.insert(0, Missing())
+sys.platform = target
+
+errors = {}
+for module in modules:
+    try:
+        importlib.import_module(module)
+    except BaseException as exc:
+        errors[module] = f"{type(exc).__name__}: {exc}"
+print(json.dumps(errors))
+"""
+
+
+def _import_as(target: str, modules: list[str], path: Path | None = None) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(path)} if path is not None else None
+    done = subprocess.run([sys.executable, "-c", SCRIPT, target, ",".join(modules)], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT, env=env)
+    assert done.returncode == 0, done.stderr
+    result: dict[str, str] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+@pytest.mark.parametrize("target", ["win32", "darwin"])
+def test_the_package_imports_on(target):
+    modules = [m for m in ALL_MODULES if m not in PENDING_MERGE]
+    assert {"mcp_guard.oslayer", "mcp_guard.upstream", "mcp_guard.cli", "mcp_guard.diagnostics"} <= set(modules)
+    assert _import_as(target, modules) == {}
+
+
+# The merge with the core helper's work (a sans-I/O relay core whose pumps take the platform from
+# oslayer.py) removes the direct fcntl/select/SIGHUP imports of relay.py and streams.py; then this xfail
+# is to be removed (macOS has all three: there they import already).
+@pytest.mark.parametrize("target", [
+    pytest.param("win32", marks=pytest.mark.xfail(strict=False, reason="relay.py and streams.py import fcntl, "
+                                                  "select and SIGHUP directly until the relay's second version "
+                                                  "is merged")),
+    "darwin"])
+def test_the_relay_imports_on(target):
+    assert _import_as(target, list(PENDING_MERGE)) == {}
+
+
+def test_the_check_can_fail(tmp_path):
+    """A module that imports fcntl, names SIGHUP or calls select.poll at import fails the check."""
+    (tmp_path / "uses_fcntl.py").write_text("import fcntl\n")
+    (tmp_path / "uses_sighup.py").write_text("import signal\nSTOP = (signal.SIGINT, signal.SIGHUP)\n")
+    (tmp_path / "uses_poll.py").write_text("import select\nPOLL = select.poll\n")
+    (tmp_path / "uses_pidfd.py").write_text("import os\nOPEN = os.pidfd_open\n")
+    (tmp_path / "portable.py").write_text("import os, signal, subprocess\nSTOP = (signal.SIGINT, signal.SIGTERM)\n")
+    probes = ["uses_fcntl", "uses_sighup", "uses_poll", "uses_pidfd", "portable"]
+    assert sorted(_import_as("win32", probes, tmp_path)) == ["uses_fcntl", "uses_pidfd", "uses_poll", "uses_sighup"]
+    assert sorted(_import_as("darwin", probes, tmp_path)) == ["uses_pidfd"]
