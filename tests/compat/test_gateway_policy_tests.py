@@ -68,11 +68,16 @@ def test_a_wrong_expectation_against_the_gateway_is_reported_precisely(llm_cli_g
                   {"list": True, "expect_absent": ["llm_job_cancel"]}]}))
     proc = guard_test(llm_cli_gateway, home, str(file))
     assert proc.returncode == 1, proc.stdout + proc.stderr
+    # mcp-guard test's client cannot be asked (no elicitation, no approval command): the reason says how
+    # approval could be given (docs/approval.md).
+    nobody = ("approval is required, and nobody can be asked: this client does not support elicitation, and no "
+              "approval command is set. Use a client that supports MCP elicitation, or start mcp-guard with "
+              "--approval-command CMD (also $MCP_GUARD_APPROVAL_COMMAND, or the policy's \"approval_command\")")
     assert proc.stdout.splitlines()[1:] == [
         '✗ session_delete{"sessionId":"x"} -> allowed: expected allowed, happened needs_approval '
-        "[rule: session_delete] (deleting a session cannot be undone; ask the user)",
+        f"[rule: session_delete] (deleting a session cannot be undone; ask the user: {nobody})",
         "✗ llm_job_cancel -> hidden: expected hidden, happened needs_approval [rule: llm_job_cancel] "
-        "(cancelling a running job throws away its work; ask the user to cancel it)",
+        f"(cancelling a running job throws away its work; ask the user to cancel it: {nobody})",
         "✗ tools/list: absent llm_job_cancel: expected absent, but listed: llm_job_cancel",
         "0 passed, 3 failed",
     ]
