@@ -101,10 +101,20 @@ class PollPump:
         poller = select.poll()
         interest: dict[int, int] = {}
         wake_fd = self._wakeup.read_fd
+        idle_state: tuple[bool, bool] | None = None  # (client EOF, upstream EOF) of idle_interest
+        idle_interest: dict[int, int] = {}
         try:
             while self._running:
-                wanted = self._interest()
-                if wanted != interest:
+                if self._to_client.size or self._to_upstream.size:
+                    wanted = self._interest()
+                else:
+                    # Nothing waits to be written (the usual case between messages): the interest
+                    # depends on the two EOFs only, so it is computed again only when one changes.
+                    state = (self._client.eof, self._upstream.eof)
+                    if state != idle_state:
+                        idle_state, idle_interest = state, self._interest()
+                    wanted = idle_interest
+                if wanted is not interest and wanted != interest:
                     for fd, mask in wanted.items():
                         if interest.get(fd) != mask:
                             (poller.modify if fd in interest else poller.register)(fd, mask)

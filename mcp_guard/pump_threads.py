@@ -132,7 +132,9 @@ class ThreadPump:
         self._calls.put(self._want_flush)
 
     def close(self) -> None:
-        return None  # each thread closes what it owns
+        # Each thread closes what it owns; the client's writer is told to end (what it had is written,
+        # or given up on by the settle's bound). A reader blocked on a peer that never closes stays.
+        self._to_client.release()
 
     # --- the core's thread -----------------------------------------------------------------------------
 
