@@ -234,8 +234,16 @@ def test_lone_surrogate_argument_key_with_audit(session, tmp_path):
     line = b'{"jsonrpc":"2.0","id":18,"method":"tools/call","params":{"name":"echo","arguments":{"\\ud800":1}}}'
     answer = s.answer_to(line)
     assert answer["id"] == 18 and "result" in answer, answer
-    records = [json.loads(x) for x in audit.read_text(encoding="utf-8", errors="surrogateescape").splitlines()]
-    assert any(r["event"] == "call" and r.get("request_id") == 18 for r in records)
+    # The record of a forwarded call is written when its answer passes, by the audit's writer thread
+    # (docs/audit.md): it lands a moment after the answer.
+    deadline = time.monotonic() + 10
+    while True:
+        text = audit.read_text(encoding="utf-8", errors="surrogateescape") if audit.exists() else ""
+        records = [json.loads(x) for x in text.splitlines()]
+        if any(r["event"] == "call" and r.get("request_id") == 18 for r in records) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert any(r["event"] == "call" and r.get("request_id") == 18 for r in records), records
 
 
 def test_lone_surrogate_with_audit_never_crashes(session, tmp_path):
