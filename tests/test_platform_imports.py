@@ -9,6 +9,7 @@ Imports only: what runs on those systems is exercised on Linux by the forced fal
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -139,3 +140,72 @@ def test_the_check_can_fail(tmp_path):
     probes = ["uses_fcntl", "uses_sighup", "uses_poll", "uses_pidfd", "portable"]
     assert sorted(_import_as("win32", probes, tmp_path)) == ["uses_fcntl", "uses_pidfd", "uses_poll", "uses_sighup"]
     assert sorted(_import_as("darwin", probes, tmp_path)) == ["uses_pidfd"]
+
+
+# --- nothing outside oslayer.py reaches for the platform ------------------------------------------------
+
+PLATFORM_MODULES = {"fcntl", "select", "selectors", "ctypes", "msvcrt", "termios", "resource", "winreg"}
+# (os.fork is left to policy.py, which asks hasattr(os, "fork") and validates in process without it.)
+PLATFORM_OS_CALLS = {"pidfd_open", "killpg", "getpgid", "setsid", "writev", "set_blocking", "get_blocking"}
+FORCE_FALLBACK_ENV = "MCP_GUARD_FORCE_FALLBACK"
+
+
+def _platform_uses(source: str) -> list[str]:
+    """What in `source` belongs to oslayer.py: an import of a platform module, a signal number
+    (signal.SIGxxx, from signal import SIGxxx, getattr(signal, "SIGxxx")), an `os` call that exists on some
+    systems only, or the forced-fallback switch."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [f"import {a.name}" for a in node.names if a.name.split(".")[0] in PLATFORM_MODULES]
+        elif isinstance(node, ast.ImportFrom):
+            module = (node.module or "").split(".")[0]
+            if node.level == 0 and module in PLATFORM_MODULES:
+                found.append(f"from {node.module} import ...")
+            elif node.level == 0 and module == "signal":
+                found += [f"from signal import {a.name}" for a in node.names if a.name.startswith("SIG")]
+            elif node.level == 0 and module == "os":
+                found += [f"from os import {a.name}" for a in node.names if a.name in PLATFORM_OS_CALLS]
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            if node.value.id == "signal" and node.attr.startswith(("SIG", "CTRL_")):
+                found.append(f"signal.{node.attr}")
+            elif node.value.id == "os" and node.attr in PLATFORM_OS_CALLS:
+                found.append(f"os.{node.attr}")
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
+              and len(node.args) >= 2 and isinstance(node.args[0], ast.Name) and node.args[0].id in ("signal", "os")
+              and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)
+              and (node.args[1].value.startswith("SIG") or node.args[1].value in PLATFORM_OS_CALLS)):
+            found.append(f"{node.func.id}({node.args[0].id}, {node.args[1].value!r})")
+        elif isinstance(node, ast.Constant) and node.value == FORCE_FALLBACK_ENV:
+            found.append(FORCE_FALLBACK_ENV)
+    return found
+
+
+def test_nothing_outside_the_platform_layer_reaches_for_the_platform() -> None:
+    """Every difference between the systems is oslayer.py's (docs/platforms.md): no other module of the
+    package imports fcntl, select, selectors, ctypes or msvcrt, names a signal number, calls an `os`
+    function some systems lack, or reads MCP_GUARD_FORCE_FALLBACK."""
+    found = {path.name: uses for path in sorted(PACKAGE.glob("*.py")) if path.name != "oslayer.py"
+             if (uses := _platform_uses(path.read_text()))}
+    assert found == {}
+    assert _platform_uses((PACKAGE / "oslayer.py").read_text())  # the scan sees what is there
+
+
+def test_the_platform_scan_can_fail() -> None:
+    source = """
+import os, signal, subprocess
+import select
+from fcntl import fcntl
+from signal import SIGKILL, Signals
+import ctypes.wintypes
+
+def f(pid):
+    os.killpg(pid, signal.SIGTERM)
+    os.kill(pid, getattr(signal, "SIGHUP", 1))
+    os.environ.get("MCP_GUARD_FORCE_FALLBACK")
+    signal.Signals(2).name
+    os.write(1, b"")
+"""
+    assert sorted(_platform_uses(source)) == sorted([
+        "import select", "from fcntl import ...", "from signal import SIGKILL", "import ctypes.wintypes",
+        "os.killpg", "signal.SIGTERM", "getattr(signal, 'SIGHUP')", FORCE_FALLBACK_ENV])

@@ -21,8 +21,8 @@ import pytest
 from wireclient import guard_run, pid_alive
 
 from mcp_guard.audit import AuditLog
+from mcp_guard.oslayer import grow_pipe
 from mcp_guard.relay import Options, PassThrough, Relay
-from mcp_guard.streams import grow_pipe
 from mcp_guard.upstream import Upstream
 
 HERE = Path(__file__).parent
@@ -294,17 +294,19 @@ def test_a_client_that_hangs_up_while_not_being_read_still_ends_the_session(tmp_
         proc.wait()
 
 
-def test_no_wake_up_is_lost() -> None:
-    """The wake-up between threads (streams.Wakeup): work queued is always followed by a wake-up the
-    waiter sees. A smoke test under contention: the interleaving that once lost a wake-up (a byte
-    written between lowering the flag and emptying the pipe; it hung a session under load) is too
-    rare to hit on demand, so the order in Wakeup.clear is argued in its docstring."""
+@pytest.mark.parametrize("sockets", [False, True], ids=["pipe", "socket pair"])
+def test_no_wake_up_is_lost(sockets: bool) -> None:
+    """The wake-up between threads (oslayer.Wakeup, a pipe on POSIX, a socket pair on Windows and in
+    forced fallback): work queued is always followed by a wake-up the waiter sees. A smoke test under
+    contention: the interleaving that once lost a wake-up (a byte written between lowering the flag and
+    emptying the pipe; it hung a session under load) is too rare to hit on demand, so the order in
+    Wakeup.clear is argued in its docstring."""
     import select
     from collections import deque
 
-    from mcp_guard.streams import Wakeup
+    from mcp_guard.oslayer import Wakeup
 
-    wakeup, queued, taken = Wakeup(), deque[int](), []
+    wakeup, queued, taken = Wakeup(sockets), deque[int](), []
     total = 200_000
 
     def post() -> None:
