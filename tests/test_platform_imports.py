@@ -2,10 +2,13 @@
 fresh interpreter that reports `sys.platform` as win32 or darwin, with the standard modules that OS lacks
 made unimportable (fcntl, termios, resource, pwd, grp...), Windows' own (msvcrt, winreg) stubbed, and the
 signal numbers and `os` functions it lacks removed. So a Linux-only import cannot creep back in unnoticed.
+The whole run path (cli, runner, relay, lifecycle, both pumps, the session core, guard, approval, audit,
+reload) is among them, and what the platform layer then says of that OS is checked too (the pump it
+chooses, the signals that end a session, SIGHUP's absence on Windows).
 
 Imports only: what runs on those systems is exercised on Linux by the forced fallback
-(MCP_GUARD_FORCE_FALLBACK=1, tests/test_oslayer.py and the `platform_matrix` tests).
-"""
+(MCP_GUARD_FORCE_FALLBACK=1, tests/test_oslayer.py and the `platform_matrix` tests). A second check (an
+AST scan) keeps every platform difference in oslayer.py."""
 
 from __future__ import annotations
 
@@ -15,17 +18,18 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "mcp_guard"
 
-# Still importing fcntl/select/SIGHUP directly until the relay's second version (the core helper's
-# sans-I/O core and pumps) is merged; runner.py imports relay.py.
-PENDING_MERGE = ("mcp_guard.relay", "mcp_guard.streams", "mcp_guard.runner")
-
 ALL_MODULES = sorted("mcp_guard." + p.stem for p in PACKAGE.glob("*.py") if p.stem != "__main__")
+RUN_PATH = ["mcp_guard." + name for name in (
+    "cli", "runner", "relay", "lifecycle", "pump", "pump_poll", "pump_threads", "streams", "framing", "session",
+    "pending", "exits", "options", "upstream", "oslayer", "diagnostics", "startup", "guard", "approval", "approver",
+    "approvalcmd", "audit", "auditlog", "reload")]
 
 # Run in a fresh interpreter. Third-party dependencies (anyio, click, jsonschema...) are imported first
 # with the real platform: they are cross-platform and not ours to check. Then the platform is faked and
@@ -33,7 +37,7 @@ ALL_MODULES = sorted("mcp_guard." + p.stem for p in PACKAGE.glob("*.py") if p.st
 SCRIPT = r"""
 import importlib, importlib.abc, json, os, signal, sys, types
 
-target, modules = sys.argv[1], sys.argv[2].split(",")
+target, modules, facts = sys.argv[1], sys.argv[2].split(","), json.loads(sys.argv[3])
 for dependency in ("anyio", "anyio.to_thread", "click", "jsonschema", "referencing", "subprocess", "shutil",
                    "sqlite3", "tempfile", "threading", "pathlib", "logging", "difflib", "urllib.parse",
                    "importlib.resources", "ctypes", "select", "yaml"):
@@ -46,7 +50,7 @@ LINUX_ONLY_OS = ("pidfd_open",)
 if target == "win32":
     missing = {"fcntl", "termios", "resource", "pwd", "grp", "tty", "pty", "syslog", "posix", "_posixsubprocess"}
     for name in ("killpg", "getpgid", "setsid", "getuid", "geteuid", "fork", "waitid", "pidfd_open",
-                 "sched_getaffinity", "setpgid"):
+                 "sched_getaffinity", "setpgid", "writev", "readv", "get_blocking", "set_blocking"):
         if hasattr(os, name):
             delattr(os, name)
     fake_signal = types.ModuleType("signal")
@@ -98,36 +102,58 @@ for module in modules:
         importlib.import_module(module)
     except BaseException as exc:
         errors[module] = f"{type(exc).__name__}: {exc}"
-print(json.dumps(errors))
+found = {}
+for fact in facts:  # expressions over the imported modules, evaluated as that OS
+    try:
+        found[fact] = eval(fact, {"mcp_guard": sys.modules.get("mcp_guard"), "signal": sys.modules["signal"]})
+    except BaseException as exc:
+        found[fact] = f"{type(exc).__name__}: {exc}"
+print(json.dumps({"errors": errors, "facts": found}))
 """
 
 
-def _import_as(target: str, modules: list[str], path: Path | None = None) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(path)} if path is not None else None
-    done = subprocess.run([sys.executable, "-c", SCRIPT, target, ",".join(modules)], capture_output=True,
-                          text=True, timeout=120, cwd=ROOT, env=env)
+def _run_as(target: str, modules: list[str], facts: list[str], path: Path | None = None) -> dict[str, Any]:
+    env = {name: value for name, value in os.environ.items()
+           if name != "MCP_GUARD_FORCE_FALLBACK"}  # the platform's own choices, not the forced ones
+    if path is not None:
+        env["PYTHONPATH"] = str(path)
+    done = subprocess.run([sys.executable, "-c", SCRIPT, target, ",".join(modules), json.dumps(facts)],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
     assert done.returncode == 0, done.stderr
-    result: dict[str, str] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
+def _import_as(target: str, modules: list[str], path: Path | None = None) -> dict[str, str]:
+    errors: dict[str, str] = _run_as(target, modules, [], path)["errors"]
+    return errors
+
+
+# What the platform layer says on each OS, once the package is imported there.
+FACTS = {
+    "win32": {
+        "mcp_guard.pump.pump_kind()": "threads",
+        "mcp_guard.options.SIGNALS == (signal.SIGINT, signal.SIGTERM, signal.SIGBREAK)": True,
+        "mcp_guard.oslayer.SIGHUP is None": True,
+        "mcp_guard.oslayer.writev is mcp_guard.oslayer._write_joined": True,
+        "mcp_guard.oslayer.set_blocking(0, False)": True,
+        "type(mcp_guard.oslayer.Wakeup()._receive.__self__).__name__": "socket",  # the loop waits on sockets only
+    },
+    "darwin": {
+        "mcp_guard.pump.pump_kind()": "poll",
+        "mcp_guard.options.SIGNALS == (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)": True,
+        "mcp_guard.oslayer.uses_pidfd()": False,
+        "mcp_guard.oslayer.uses_watchdog()": True,
+    },
+}
+
+
 @pytest.mark.parametrize("target", ["win32", "darwin"])
-def test_the_package_imports_on(target):
-    modules = [m for m in ALL_MODULES if m not in PENDING_MERGE]
-    assert {"mcp_guard.oslayer", "mcp_guard.upstream", "mcp_guard.cli", "mcp_guard.diagnostics"} <= set(modules)
-    assert _import_as(target, modules) == {}
-
-
-# The merge with the core helper's work (a sans-I/O relay core whose pumps take the platform from
-# oslayer.py) removes the direct fcntl/select/SIGHUP imports of relay.py and streams.py; then this xfail
-# is to be removed (macOS has all three: there they import already).
-@pytest.mark.parametrize("target", [
-    pytest.param("win32", marks=pytest.mark.xfail(strict=False, reason="relay.py and streams.py import fcntl, "
-                                                  "select and SIGHUP directly until the relay's second version "
-                                                  "is merged")),
-    "darwin"])
-def test_the_relay_imports_on(target):
-    assert _import_as(target, list(PENDING_MERGE)) == {}
+def test_the_package_imports_on(target: str) -> None:
+    assert set(RUN_PATH) <= set(ALL_MODULES)
+    result = _run_as(target, ALL_MODULES, list(FACTS[target]))
+    assert result["errors"] == {}
+    assert result["facts"] == FACTS[target]
 
 
 def test_the_check_can_fail(tmp_path):
