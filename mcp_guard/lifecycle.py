@@ -114,7 +114,7 @@ class Relay:
         """Relay until the session ends; returns mcp-guard's exit status. The child is stopped on every
         path out of here, cancellation and errors included; signals are handled for the whole of it, the
         child's shutdown included (one during the shutdown kills the child at once)."""
-        with anyio.open_signal_receiver(*self.options.stop_signals) as signals:
+        with oslayer.signal_receiver(*self.options.stop_signals) as signals:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._run_pump)
                 outer.start_soon(self._serve_inbox)

@@ -30,7 +30,8 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -248,6 +249,61 @@ class Wakeup:
             except OSError:
                 pass
         self._close = []
+
+
+def uses_loop_signals() -> bool:
+    """Whether the event loop receives signals itself (asyncio's add_signal_handler, POSIX), or
+    `signal.signal` handlers hand them over (Windows, where asyncio has no signal handling, and forced
+    fallback)."""
+    return POSIX and not force_fallback()
+
+
+@contextmanager
+def signal_receiver(*signums: signal.Signals) -> Iterator[AsyncIterator[int]]:
+    """The given signals as they arrive, on the event loop (an async iterator), while inside.
+    POSIX: anyio's receiver. Windows (and forced fallback, so that this path runs where the tests run):
+    `signal.signal` handlers, which Python runs in the main thread between two bytecodes, queue the
+    signal and wake the loop through a socket pair (asyncio's loop wakes for a signal on Windows, and
+    Ctrl-C / Ctrl-Break arrive as SIGINT / SIGBREAK); the previous handlers come back afterwards.
+    Must be entered in the main thread, which runs the event loop."""
+    if uses_loop_signals():
+        with anyio.open_signal_receiver(*signums) as received:
+            yield received
+        return
+    handed = _HandedSignals()
+    previous = {signum: signal.signal(signum, handed.note) for signum in signums}
+    try:
+        yield handed
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        handed.close()
+
+
+class _HandedSignals:
+    """Signals noted by a handler, taken on the loop. The handler may run between any two bytecodes of
+    `__anext__` (same thread): it queues before it wakes, and the queue is looked at after each clear,
+    so a signal is never left waiting for the next one."""
+
+    def __init__(self) -> None:
+        self._queued: deque[int] = deque()
+        self._wakeup = Wakeup(sockets=True)
+
+    def note(self, signum: int, frame: Any) -> None:
+        self._queued.append(signum)
+        self._wakeup.wake()
+
+    def __aiter__(self) -> _HandedSignals:
+        return self
+
+    async def __anext__(self) -> int:
+        while not self._queued:
+            await anyio.wait_readable(self._wakeup.read_fd)
+            self._wakeup.clear()
+        return self._queued.popleft()
+
+    def close(self) -> None:
+        self._wakeup.close()
 
 
 def wait_readable(fd: int, timeout: float | None) -> bool:

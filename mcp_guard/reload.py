@@ -135,7 +135,7 @@ class PolicyReloader:
 
     async def _on_sighup(self, channel: ClientChannel) -> None:
         assert oslayer.SIGHUP is not None
-        with anyio.open_signal_receiver(oslayer.SIGHUP) as signals:
+        with oslayer.signal_receiver(oslayer.SIGHUP) as signals:
             async for _ in signals:
                 self._seen = await anyio.to_thread.run_sync(_signature, self.path)
                 await self.reload(channel, "SIGHUP")
