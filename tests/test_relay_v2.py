@@ -170,9 +170,12 @@ def test_bug6_the_pump_lets_go_of_every_descriptor_it_used() -> None:
 
     status, got = _run_in_process(PassThrough(), client)
     assert status == 0 and json.loads(got[0]) == {"jsonrpc": "2.0", "id": 1, "result": {}}
-    assert _open_fds() <= before
-    assert not [t for t in threading.enumerate() if t.name == "mcp-guard-pump" and t.is_alive()] or \
-        os.environ.get("MCP_GUARD_FORCE_FALLBACK") == "1"
+    fallback = os.environ.get("MCP_GUARD_FORCE_FALLBACK") == "1"
+    # Forced fallback keeps the watchdog's pipe until the process exits, on purpose: it plays the Windows
+    # Job Object there (oslayer.Child.release, docs/platforms.md). Nothing else may be left.
+    left = _open_fds() - before
+    assert not left or (fallback and len(left) == 1 and os.readlink(f"/proc/self/fd/{left.pop()}").startswith("pipe:"))
+    assert not [t for t in threading.enumerate() if t.name == "mcp-guard-pump" and t.is_alive()] or fallback
 
 
 # --- bug 8: one clock read per audit timestamp -------------------------------------------------------------
