@@ -3,7 +3,7 @@
 The command line (--approval-command, $MCP_GUARD_APPROVAL_COMMAND or the policy's "approval_command") is
 run by the shell, in a session of its own, with a JSON description of the call on stdin: server, tool,
 arguments, rule, reason. Exit status 0 approves; anything else declines; the first line of its stdout is
-the reason shown with the decision. It is killed (its whole process group) when the rule's approval
+the reason shown with the decision. It is killed (POSIX: its whole process group) when the rule's approval
 timeout passes, or when the call it decides on is cancelled. It runs in the deferred decision's task,
 so the relay moves every other message meanwhile.
 """
@@ -11,14 +11,13 @@ so the relay moves every other message meanwhile.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 from typing import Any
 
 import anyio
 from anyio.abc import ByteReceiveStream
 
+from . import oslayer
 from .approval import Outcome
 from .policy import Remember
 
@@ -37,11 +36,6 @@ def description(server: str, tool: str, arguments: Any, rule: str | None, reason
                        "rule": rule, "reason": reason}, ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
-def _kill(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 async def _read(stream: ByteReceiveStream | None, into: bytearray) -> None:
@@ -95,11 +89,11 @@ async def ask(command: str, payload: bytes, timeout: float, remember: Remember) 
             return Outcome("timeout", "command")
     finally:
         if process.returncode is None:
-            _kill(process.pid)
+            oslayer.kill_session(process.pid, exited=False)
             with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
                 await process.wait()
         else:
-            _kill(process.pid)  # whatever it left behind in its session
+            oslayer.kill_session(process.pid, exited=True)  # whatever it left behind in its session
         with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
             await process.aclose()
     first = output.split(b"\n", 1)[0].decode("utf-8", "replace").strip()[:300]

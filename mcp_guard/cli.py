@@ -121,13 +121,13 @@ def run(ctx: click.Context, policy_path: str | None, no_policy: bool, audit_path
     guard = Guard(policy, audit, shared=shared, pins=_pin_check(policy), monitor=monitor,
                   approval_command=approval_command, server_command=command)
     if not no_policy and not no_reload:
-        import signal
-
+        from . import oslayer
         from .reload import PolicyReloader
 
         guard.reloader = PolicyReloader(policy.source, guard)
-        # SIGHUP reloads the policy (the reloader's own receiver) instead of ending the session.
-        options.stop_signals = tuple(s for s in options.stop_signals if s != getattr(signal, "SIGHUP", None))
+        # SIGHUP (where there is one) reloads the policy (the reloader's own receiver) instead of ending
+        # the session.
+        options.stop_signals = tuple(s for s in options.stop_signals if s != oslayer.SIGHUP)
 
     def ended(status: int, how: str) -> None:
         # The session's last record: how it ended, and what was decided in it.

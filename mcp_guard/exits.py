@@ -58,6 +58,8 @@ def exit_status(ending: Ending) -> int:
 
 
 def signal_name(signum: int) -> str:
+    # signal.Signals names the signals of whichever OS this is; no signal number is named here (that is
+    # oslayer.py's), and the sans-I/O core that imports this module imports no platform layer.
     try:
         return signal.Signals(signum).name
     except ValueError:

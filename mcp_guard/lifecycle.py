@@ -11,8 +11,6 @@ requests, the drain's clock, the end) arrives here as posted effects, and what t
 from __future__ import annotations
 
 import logging
-import os
-import signal
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,13 +20,12 @@ import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import TaskGroup
 
-from . import wire
+from . import oslayer, wire
 from .actions import ClientChannel, Interceptor, PassThrough
 from .exits import Ending, ExitReason, exit_status
 from .options import Options
 from .pump import Post, Pump, PumpEvent, pump_kind
 from .session import Deferred, Effects, Session
-from .streams import Wakeup
 from .upstream import Upstream
 from .upstream import exit_status as child_exit_status
 
@@ -42,8 +39,6 @@ SETTLE_MAX = 5.0
 EXIT_STATUS_WAIT = 1.0
 # While the child is gone but its output is still open, how often the pump's progress is looked at.
 PROGRESS_CHECK = 1.0
-# Where there is no pidfd, how often the child's exit is looked for.
-CHILD_POLL_INTERVAL = 0.1
 # Seconds the pump's thread gets to return once stopped (it returns at once unless a peer is wedged).
 PUMP_STOP_WAIT = 2.0
 
@@ -71,7 +66,7 @@ class _LoopInbox:
 
     def __init__(self) -> None:
         self._items: deque[Effects | PumpEvent] = deque()
-        self._wakeup = Wakeup()
+        self._wakeup = oslayer.Wakeup()  # a socket pair where the loop cannot wait on a pipe (Windows)
 
     def post(self, item: Effects | PumpEvent) -> None:
         self._items.append(item)
@@ -119,7 +114,7 @@ class Relay:
         """Relay until the session ends; returns mcp-guard's exit status. The child is stopped on every
         path out of here, cancellation and errors included; signals are handled for the whole of it, the
         child's shutdown included (one during the shutdown kills the child at once)."""
-        with anyio.open_signal_receiver(*self.options.stop_signals) as signals:
+        with oslayer.signal_receiver(*self.options.stop_signals) as signals:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._run_pump)
                 outer.start_soon(self._serve_inbox)
@@ -202,7 +197,7 @@ class Relay:
         if fx.draining:
             self._start_drain()
         if fx.kill_upstream:
-            self.upstream.signal_group(signal.SIGKILL)
+            self.upstream.kill_group()
         if fx.finish is not None:
             self._ending = fx.finish
             self._finished.set()
@@ -255,21 +250,7 @@ class Relay:
     async def _watch_child(self) -> None:
         """The child's exit, seen directly: its stdout EOF is not enough, because something it started
         (npx and uvx launchers start the real server) may hold that stdout open after it is gone."""
-        pidfd = -1
-        if hasattr(os, "pidfd_open"):
-            try:
-                pidfd = os.pidfd_open(self.upstream.pid)
-            except OSError:
-                pidfd = -1
-        try:
-            if pidfd >= 0:
-                await anyio.wait_readable(pidfd)
-            else:
-                while self.upstream.poll() is None:  # no pidfd (not Linux): the platform layer's to improve
-                    await anyio.sleep(CHILD_POLL_INTERVAL)
-        finally:
-            if pidfd >= 0:
-                os.close(pidfd)
+        await self.upstream.wait(None)  # oslayer.Child: a pidfd on Linux, the wait thread elsewhere
         # Its last answers may still be in the pipe, or being written to a slow client: let the pump
         # finish them first (while it makes progress, within the drain bound).
         with anyio.move_on_after(self.options.drain_timeout):

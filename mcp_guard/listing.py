@@ -9,14 +9,13 @@ stopped without the usual grace).
 from __future__ import annotations
 
 import json
+import os
 import queue
-import signal
-import subprocess
 import threading
 import time
 from typing import Any
 
-from . import wire
+from . import oslayer, wire
 from .framing import LineFramer
 from .guard import read_ambiguous_listing
 from .options import DEFAULT_MAX_MESSAGE_BYTES
@@ -54,7 +53,6 @@ def list_server(command: list[str], timeout: float) -> tuple[list[dict[str, Any]
         upstream = Upstream.start(command)
     except StartError as exc:
         raise ListingError(str(exc)) from None
-    process = upstream.process
     lines: queue.Queue[bytes] = queue.Queue()
 
     def reader() -> None:
@@ -76,11 +74,8 @@ def list_server(command: list[str], timeout: float) -> tuple[list[dict[str, Any]
     def send(message: dict[str, Any]) -> None:
         data = json.dumps(message).encode() + b"\n"
         view = memoryview(data)
-        import os
-        import select
-
         while view:
-            if not select.select([], [upstream.stdin_fd], [], remaining())[1]:
+            if not oslayer.wait_writable(upstream.stdin_fd, remaining()):
                 raise ListingError(f"no tool list within {timeout:g} s (the server does not read its input)")
             try:
                 view = view[os.write(upstream.stdin_fd, view):]
@@ -137,15 +132,13 @@ def list_server(command: list[str], timeout: float) -> tuple[list[dict[str, Any]
                 break
         return tools, server_info
     finally:
-        # The stdio shutdown order, then what the server started goes with it (its process group).
+        # The stdio shutdown order, then what the server started goes with it (its process group), and
+        # the watchdog is told it has nothing left to do (docs/platforms.md).
+        child = upstream.child
         upstream.close_stdin()
-        try:
-            process.wait(min(STOP_GRACE, max(remaining(), STOP_GRACE_LATE / 2)))
-        except subprocess.TimeoutExpired:
-            upstream.signal_group(signal.SIGTERM)
-            try:
-                process.wait(min(STOP_GRACE, max(remaining(), STOP_GRACE_LATE / 2)))
-            except subprocess.TimeoutExpired:
-                pass
-        upstream.signal_group(signal.SIGKILL)
-        process.wait()
+        if child.wait_blocking(min(STOP_GRACE, max(remaining(), STOP_GRACE_LATE / 2))) is None:
+            upstream.terminate_group()
+            child.wait_blocking(min(STOP_GRACE, max(remaining(), STOP_GRACE_LATE / 2)))
+        upstream.kill_group()
+        child.wait_blocking(None)
+        child.release()

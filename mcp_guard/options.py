@@ -5,11 +5,14 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass
 
+from . import oslayer
+
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_DRAIN_TIMEOUT = 30.0  # seconds the client's EOF waits for owed answers
 DEFAULT_SHUTDOWN_GRACE = 3.0  # seconds the child gets after its stdin closes, before SIGTERM
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Those of SIGINT, SIGTERM, SIGHUP and SIGBREAK this OS has (oslayer.py).
+SIGNALS = oslayer.STOP_SIGNALS
 
 
 @dataclass

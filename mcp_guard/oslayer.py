@@ -9,7 +9,10 @@ nor signal numbers itself, so that it imports on every OS (tests/test_platform_i
 - Stopping it: terminate its group, then kill its group (POSIX: killpg; Windows: a console break, then
   the Job).
 - Its exit: a pidfd on Linux (no thread); elsewhere a thread blocked in `wait()`.
-- Waiting for a descriptor, the signals that exist, binary stdio, pipe sizes.
+- Descriptors: waiting for one, polling many (the poll pump, POSIX only: `can_poll`), blocking or not,
+  gathered writes, wake-ups between threads, binary stdio, pipe sizes.
+- Signals: which exist (`STOP_SIGNALS`, `SIGHUP`), and receiving them on the event loop
+  (`signal_receiver`).
 
 MCP_GUARD_FORCE_FALLBACK=1 (read here only, `force_fallback()`) makes Linux take the paths the other
 systems take: no pidfd (the wait thread), no PR_SET_PDEATHSIG (the watchdog alone), terminate and kill
@@ -19,12 +22,16 @@ It exists so that the non-Linux paths are exercised on Linux, where the tests ru
 
 from __future__ import annotations
 
+import functools
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -45,6 +52,16 @@ SIGKILL: int = getattr(signal, "SIGKILL", 9)
 # Ctrl-Break, delivered to a console process group).
 STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK") if hasattr(signal, name))
+# The policy's reload signal where there is one (POSIX); None on Windows, which reloads on the file's
+# change alone.
+SIGHUP: signal.Signals | None = getattr(signal, "SIGHUP", None)
+
+# poll(2)'s event bits for the poll pump; their usual numbers where `select` lacks them (Windows), so
+# that the pump's module imports there too (it never runs there: `can_poll`).
+POLLIN: int = getattr(select, "POLLIN", 0x001)
+POLLOUT: int = getattr(select, "POLLOUT", 0x004)
+POLLERR: int = getattr(select, "POLLERR", 0x008)
+POLLHUP: int = getattr(select, "POLLHUP", 0x010)
 
 PIPE_SIZE = 1024 * 1024  # asked of Linux for the child's pipes: fewer wake-ups for large messages
 _PEEK_INTERVAL = 0.01  # Windows: how often a pipe is looked at while waiting for it to become readable
@@ -70,6 +87,11 @@ def uses_pdeathsig() -> bool:
     return LINUX and not force_fallback()
 
 
+def can_poll() -> bool:
+    """Whether pipes can be polled (poll(2), POSIX). Windows' `select` takes sockets only."""
+    return POSIX and hasattr(select, "poll")
+
+
 def signals_process_groups() -> bool:
     """Whether the child's whole process group is signalled (POSIX), or the child alone."""
     return POSIX and not force_fallback()
@@ -80,13 +102,6 @@ def uses_watchdog() -> bool:
     when mcp-guard disappears, even SIGKILLed. On Linux it also covers what PR_SET_PDEATHSIG does not:
     the child's own children."""
     return POSIX
-
-
-def signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
 
 
 @contextmanager
@@ -132,6 +147,165 @@ def binary_mode(*fds: int) -> None:
                 pass
 
 
+def set_blocking(fd: int, blocking: bool) -> bool:
+    """Set O_NONBLOCK off or on; whether the descriptor was blocking before. Windows pipes are always
+    blocking (and Python before 3.12 cannot ask): there nothing is changed."""
+    if WINDOWS:
+        return True
+    try:
+        was = os.get_blocking(fd)
+        if was != blocking:
+            os.set_blocking(fd, blocking)
+        return was
+    except OSError:
+        return True
+
+
+def poller() -> select.poll:
+    """A new poll object, for the poll pump (only where `can_poll()`)."""
+    return select.poll()
+
+
+_JOINED_WRITE = 64 * 1024  # Windows: the small buffers of one gathered write are joined up to this
+
+
+def _write_joined(fd: int, buffers: Sequence[bytes | memoryview]) -> int:
+    """os.writev where there is none (Windows): the first buffer alone when it is big (never copied),
+    else the small ones that fit in one joined write. Returns what `os.write` took, as writev would."""
+    first = buffers[0]
+    if len(first) >= _JOINED_WRITE:
+        return os.write(fd, first)
+    batch: list[bytes | memoryview] = []
+    size = 0
+    for buffer in buffers:
+        if batch and size + len(buffer) > _JOINED_WRITE:
+            break
+        batch.append(buffer)
+        size += len(buffer)
+    return os.write(fd, b"".join(batch))
+
+
+# A gathered write: one system call for many buffers (POSIX), or its stand-in. Bound once: callers on
+# the hot path take it at import.
+writev: Callable[[int, Sequence[bytes | memoryview]], int] = getattr(os, "writev", _write_joined)
+
+
+class Wakeup:
+    """Wakes a thread or the event loop that waits on a descriptor (poll, or `anyio.wait_readable`) when
+    work is queued for it from another thread or from a signal handler. One byte per batch of work, not
+    per item. A pipe on POSIX; on Windows (and in forced fallback) a socket pair, the only descriptors
+    Windows' event loop can wait on.
+
+    `wake`: read after the work was queued: if the flag is still set, the waiter has not yet cleared
+    it, so it will see the work; if not, this byte wakes it. No wake-up is ever lost."""
+
+    __slots__ = ("read_fd", "_signalled", "_send", "_receive", "_close")
+
+    def __init__(self, sockets: bool | None = None) -> None:
+        if sockets is None:
+            sockets = WINDOWS or force_fallback()
+        self._signalled = False
+        if sockets:
+            reader, writer = socket.socketpair()
+            reader.setblocking(False)
+            writer.setblocking(False)
+            self.read_fd = reader.fileno()
+            self._send: Callable[[bytes], int] = writer.send
+            self._receive: Callable[[int], bytes] = reader.recv
+            self._close: list[Callable[[], None]] = [reader.close, writer.close]
+        else:
+            read_fd, write_fd = os.pipe()
+            os.set_blocking(read_fd, False)
+            os.set_blocking(write_fd, False)
+            self.read_fd = read_fd
+            # partial over the builtins: no Python frame of ours per wake-up
+            self._send = functools.partial(os.write, write_fd)
+            self._receive = functools.partial(os.read, read_fd)
+            self._close = [functools.partial(os.close, read_fd), functools.partial(os.close, write_fd)]
+
+    def wake(self) -> None:
+        if not self._signalled:
+            self._signalled = True
+            try:
+                self._send(b"\0")
+            except OSError:
+                pass  # full (it is awake anyway) or closed (nobody waits any more)
+
+    def clear(self) -> None:
+        """Called by the waiter before it takes the queued work. The descriptor is emptied before the
+        flag is lowered: the other way round, a byte written in between would be read here with the flag
+        left raised, and the next `wake` would write nothing (a lost wake-up)."""
+        try:
+            while self._receive(4096):
+                pass
+        except OSError:
+            pass
+        self._signalled = False
+
+    def close(self) -> None:
+        for close in self._close:
+            try:
+                close()
+            except OSError:
+                pass
+        self._close = []
+
+
+def uses_loop_signals() -> bool:
+    """Whether the event loop receives signals itself (asyncio's add_signal_handler, POSIX), or
+    `signal.signal` handlers hand them over (Windows, where asyncio has no signal handling, and forced
+    fallback)."""
+    return POSIX and not force_fallback()
+
+
+@contextmanager
+def signal_receiver(*signums: signal.Signals) -> Iterator[AsyncIterator[int]]:
+    """The given signals as they arrive, on the event loop (an async iterator), while inside.
+    POSIX: anyio's receiver. Windows (and forced fallback, so that this path runs where the tests run):
+    `signal.signal` handlers, which Python runs in the main thread between two bytecodes, queue the
+    signal and wake the loop through a socket pair (asyncio's loop wakes for a signal on Windows, and
+    Ctrl-C / Ctrl-Break arrive as SIGINT / SIGBREAK); the previous handlers come back afterwards.
+    Must be entered in the main thread, which runs the event loop."""
+    if uses_loop_signals():
+        with anyio.open_signal_receiver(*signums) as received:
+            yield received
+        return
+    handed = _HandedSignals()
+    previous = {signum: signal.signal(signum, handed.note) for signum in signums}
+    try:
+        yield handed
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        handed.close()
+
+
+class _HandedSignals:
+    """Signals noted by a handler, taken on the loop. The handler may run between any two bytecodes of
+    `__anext__` (same thread): it queues before it wakes, and the queue is looked at after each clear,
+    so a signal is never left waiting for the next one."""
+
+    def __init__(self) -> None:
+        self._queued: deque[int] = deque()
+        self._wakeup = Wakeup(sockets=True)
+
+    def note(self, signum: int, frame: Any) -> None:
+        self._queued.append(signum)
+        self._wakeup.wake()
+
+    def __aiter__(self) -> _HandedSignals:
+        return self
+
+    async def __anext__(self) -> int:
+        while not self._queued:
+            await anyio.wait_readable(self._wakeup.read_fd)
+            self._wakeup.clear()
+        return self._queued.popleft()
+
+    def close(self) -> None:
+        self._wakeup.close()
+
+
 def wait_readable(fd: int, timeout: float | None) -> bool:
     """Wait until `fd` can be read without blocking (data, EOF or an error), at most `timeout` seconds
     (None: no limit); whether it can."""
@@ -149,8 +323,6 @@ def wait_writable(fd: int, timeout: float | None) -> bool:
 
 
 def _poll(fd: int, writable: bool, timeout: float | None) -> bool:
-    import select
-
     if hasattr(select, "poll"):
         poller = select.poll()
         poller.register(fd, select.POLLOUT if writable else select.POLLIN)
@@ -228,6 +400,22 @@ def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
             os._exit(1)
 
     return in_child
+
+
+def kill_session(pid: int, exited: bool) -> None:
+    """End at once a process started with `start_new_session` and what it started (the approval command):
+    POSIX: SIGKILL to its process group (what it left behind, even after it `exited`). Windows has no such
+    group: the process alone, and only while it has not `exited` (its pid may be someone else's by then)."""
+    if POSIX:
+        try:
+            os.killpg(pid, SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    elif not exited:
+        try:
+            os.kill(pid, SIGKILL)  # Windows: TerminateProcess
+        except OSError:
+            pass
 
 
 class Child:

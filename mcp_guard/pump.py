@@ -5,7 +5,8 @@ Two implementations behind one interface (`Pump`), chosen by `pump_kind()`:
 - "poll" (pump_poll.py, POSIX): one thread polls both directions on non-blocking descriptors, reads big chunks,
   runs the core inline and writes through bounded per-destination buffers. A destination that does not
   drain stops the reading of the sources that feed it (back-pressure); the other direction goes on.
-- "threads" (pump_threads.py; the fallback where poll on pipes is missing): blocking reads and writes
+- "threads" (pump_threads.py; Windows, where pipes cannot be polled, and Linux in forced fallback,
+  MCP_GUARD_FORCE_FALLBACK=1, which oslayer.py reads): blocking reads and writes
   in threads of their own, the core run by one thread fed from a queue.
 
 Either way the core is called from one thread only (the pump's `run` thread), and what the event loop
@@ -18,14 +19,11 @@ ever touches a descriptor number that someone else closed (and the kernel may ha
 from __future__ import annotations
 
 import enum
-import os
-import select
 from collections.abc import Callable
 from typing import Protocol
 
+from . import oslayer
 from .session import Effects, Session
-
-FORCE_FALLBACK_ENV = "MCP_GUARD_FORCE_FALLBACK"
 
 
 class PumpEvent(enum.Enum):
@@ -64,8 +62,6 @@ class Pump(Protocol):
 
 
 def pump_kind() -> str:
-    """"poll" where descriptors can be polled (POSIX), "threads" elsewhere or when forced."""
-    if os.environ.get(FORCE_FALLBACK_ENV) == "1":
-        return "threads"
-    return "poll" if hasattr(select, "poll") else "threads"
+    """"poll" where pipes can be polled (POSIX), "threads" elsewhere (Windows) and in forced fallback."""
+    return "poll" if oslayer.can_poll() and not oslayer.force_fallback() else "threads"
 

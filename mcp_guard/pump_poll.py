@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import stat
 from collections import deque
 from collections.abc import Callable
 
 from .framing import LineFramer, Oversized
+from .oslayer import POLLERR, POLLHUP, POLLIN, POLLOUT, Wakeup, poller, set_blocking
 from .pump import CoreCall, Post, PumpEvent
 from .session import Effects, Session
 from .streams import (
@@ -19,17 +19,15 @@ from .streams import (
     READ_CHUNK_LARGE,
     OutputBuffer,
     StreamClosed,
-    Wakeup,
     read_chunk,
-    set_blocking,
 )
 
 log = logging.getLogger("mcp_guard")
 
-_IN = select.POLLIN
-_OUT = select.POLLOUT
-_HUP = select.POLLHUP
-_ERR = select.POLLERR
+_IN = POLLIN
+_OUT = POLLOUT
+_HUP = POLLHUP
+_ERR = POLLERR
 
 
 class _Source:
@@ -64,7 +62,7 @@ class PollPump:
         self._to_client = OutputBuffer()
         self._to_upstream = OutputBuffer()
         self._commands: deque[Callable[[], None]] = deque()
-        self._wakeup = Wakeup()
+        self._wakeup = Wakeup(sockets=False)  # this pump runs only where pipes can be polled
         self._running = True
         self._flush_wanted = False
         self._client_hung_up = False
@@ -98,7 +96,7 @@ class PollPump:
             restore[client_out] = set_blocking(client_out, False)
         set_blocking(self._upstream.fd, False)
         set_blocking(self._upstream_in_fd, False)
-        poller = select.poll()
+        poll = poller()
         interest: dict[int, int] = {}
         wake_fd = self._wakeup.read_fd
         idle_state: tuple[bool, bool] | None = None  # (client EOF, upstream EOF) of idle_interest
@@ -117,11 +115,11 @@ class PollPump:
                 if wanted is not interest and wanted != interest:
                     for fd, mask in wanted.items():
                         if interest.get(fd) != mask:
-                            (poller.modify if fd in interest else poller.register)(fd, mask)
+                            (poll.modify if fd in interest else poll.register)(fd, mask)
                     for fd in [fd for fd in interest if fd not in wanted]:
-                        poller.unregister(fd)
+                        poll.unregister(fd)
                     interest = wanted
-                for fd, events in poller.poll():
+                for fd, events in poll.poll():
                     if fd == wake_fd:
                         self._run_commands()
                     elif fd == self._client.fd and not self._client.eof:

@@ -14,11 +14,11 @@ import functools
 import logging
 import os
 import queue
-import select
 import threading
 from collections.abc import Callable
 
 from .framing import LineFramer, Oversized
+from .oslayer import set_blocking, wait_writable
 from .pump import CoreCall, Post, PumpEvent
 from .session import Effects, Session
 from .streams import (
@@ -29,7 +29,6 @@ from .streams import (
     OutputBuffer,
     StreamClosed,
     read_chunk_blocking,
-    set_blocking,
 )
 
 log = logging.getLogger("mcp_guard")
@@ -81,7 +80,7 @@ class _Outlet:
                         written = taken.write_to(self.fd)
                         self.written += written
                         if not written and taken:
-                            select.select([], [self.fd], [])  # someone handed us a non-blocking descriptor
+                            wait_writable(self.fd, None)  # someone handed us a non-blocking descriptor
                 except StreamClosed:
                     with self.room:
                         self.buffer.close()

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
 
+from . import oslayer
 from .engine import SessionState
 from .policy import Policy, PolicyError
 
@@ -116,7 +116,7 @@ class PolicyReloader:
 
     async def run(self, channel: ClientChannel) -> None:
         async with anyio.create_task_group() as tg:
-            if self.sighup and hasattr(signal, "SIGHUP"):
+            if self.sighup and oslayer.SIGHUP is not None:  # Windows has none: the file's change alone
                 tg.start_soon(self._on_sighup, channel)
             await self._watch(channel)
 
@@ -134,7 +134,8 @@ class PolicyReloader:
             await self.reload(channel, "the file changed")
 
     async def _on_sighup(self, channel: ClientChannel) -> None:
-        with anyio.open_signal_receiver(signal.SIGHUP) as signals:
+        assert oslayer.SIGHUP is not None
+        with oslayer.signal_receiver(oslayer.SIGHUP) as signals:
             async for _ in signals:
                 self._seen = await anyio.to_thread.run_sync(_signature, self.path)
                 await self.reload(channel, "SIGHUP")

@@ -95,13 +95,6 @@ class Upstream:
     def kill_group(self) -> None:
         self.child.kill_group()
 
-    def signal_group(self, sig: int) -> None:
-        """SIGTERM: terminate_group; anything else: kill_group. For callers that still name signals."""
-        if sig == oslayer.SIGTERM:
-            self.terminate_group()
-        else:
-            self.kill_group()
-
     async def stop(self, grace: float, term_grace: float = TERM_GRACE) -> int:
         """The MCP stdio shutdown order: close the child's stdin, wait; SIGTERM, wait; SIGKILL.
         What the child started in its process group goes with it."""

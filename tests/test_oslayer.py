@@ -240,6 +240,49 @@ def test_signals_noted_notes_and_restores():
     assert signal.getsignal(signal.SIGTERM) == before
 
 
+def test_signals_reach_the_loop_natively_and_through_handlers_in_fallback(mode):
+    """oslayer.signal_receiver: anyio's receiver natively; in fallback the Windows path, signal.signal
+    handlers that wake the loop through a socket pair. The signal is sent to the main thread from another
+    thread while the loop waits, so it is the wake-up that gets it to the loop; the previous handler
+    comes back afterwards."""
+    assert oslayer.uses_loop_signals() == (mode == "native")
+    before = signal.getsignal(signal.SIGUSR1)
+    main = threading.main_thread().ident
+    assert main is not None
+
+    async def receive() -> list[int]:
+        received: list[int] = []
+        with oslayer.signal_receiver(signal.SIGUSR1, signal.SIGUSR2) as signals:
+            if mode == "fallback":
+                assert signal.getsignal(signal.SIGUSR1) not in (before, signal.SIG_DFL)
+            for signum in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGUSR1):
+                threading.Timer(0.1, signal.pthread_kill, (main, signum)).start()
+                with anyio.fail_after(10):
+                    received.append(await signals.__anext__())
+        return received
+
+    assert anyio.run(receive) == [signal.SIGUSR1, signal.SIGUSR2, signal.SIGUSR1]
+    assert signal.getsignal(signal.SIGUSR1) == before
+
+
+def test_the_joined_write_stands_in_for_writev():
+    """Windows has no os.writev: oslayer._write_joined writes the small buffers of a gathered write
+    joined (up to 64 KiB), a big one alone (never copied), and returns what was written, as writev would."""
+    read_end, write_end = os.pipe()
+    oslayer.grow_pipe(write_end)
+    try:
+        big = b"y" * (200 * 1024)
+        assert oslayer._write_joined(write_end, [b"ab", memoryview(b"cd"), big]) == 4
+        assert os.read(read_end, 100) == b"abcd"
+        assert oslayer._write_joined(write_end, [memoryview(big)[:70000], b"z"]) == 70000
+        assert os.read(read_end, 1 << 20) == big[:70000]
+        assert oslayer._write_joined(write_end, [b"q" * 40000, b"\n", b"r" * 40000]) == 40001
+        assert os.read(read_end, 1 << 20) == b"q" * 40000 + b"\n"
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
 def test_resolve_program():
     assert oslayer.resolve_program(["definitely-not-a-command-xyz"]) is None
     assert oslayer.resolve_program(["sh", "-c", "true"]) == ["sh", "-c", "true"]  # POSIX: execvp searches
