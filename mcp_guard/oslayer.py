@@ -35,8 +35,6 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import anyio
-
 FORCE_FALLBACK_ENV = "MCP_GUARD_FORCE_FALLBACK"
 
 WINDOWS = sys.platform == "win32"
@@ -267,6 +265,8 @@ def signal_receiver(*signums: signal.Signals) -> Iterator[AsyncIterator[int]]:
     Ctrl-C / Ctrl-Break arrive as SIGINT / SIGBREAK); the previous handlers come back afterwards.
     Must be entered in the main thread, which runs the event loop."""
     if uses_loop_signals():
+        import anyio  # imported where used: `--version`, `check` and `explain` never need it
+
         with anyio.open_signal_receiver(*signums) as received:
             yield received
         return
@@ -297,6 +297,8 @@ class _HandedSignals:
         return self
 
     async def __anext__(self) -> int:
+        import anyio
+
         while not self._queued:
             await anyio.wait_readable(self._wakeup.read_fd)
             self._wakeup.clear()
@@ -484,6 +486,9 @@ class Child:
     async def wait(self, timeout: float | None = None) -> int | None:
         """Wait up to `timeout` seconds (None: until it exits) on the event loop; its return code, or None.
         Linux: a pidfd the loop watches; elsewhere the wait thread's event, waited for in a worker thread."""
+        import anyio
+        import anyio.to_thread
+
         with anyio.move_on_after(timeout):
             while self.poll() is None:
                 if self._threaded:

@@ -235,3 +235,15 @@ def f(pid):
     assert sorted(_platform_uses(source)) == sorted([
         "import select", "from fcntl import ...", "from signal import SIGKILL", "import ctypes.wintypes",
         "os.killpg", "signal.SIGTERM", "getattr(signal, 'SIGHUP')", FORCE_FALLBACK_ENV])
+
+
+def test_the_cli_imports_without_anyio_or_jsonschema() -> None:
+    """`mcp-guard --version` (and the launcher's check for a conflicting package) must work where only
+    the CLI's own dependency is importable, and start-up must not pay for what it does not use: the event
+    loop's library and the schema validator are imported where they are needed (regression: oslayer
+    imported anyio at the top, which broke `--version` beside a bare interpreter's click)."""
+    code = ("import sys, mcp_guard.cli, mcp_guard.options, mcp_guard.oslayer; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'anyio', 'jsonschema', 'mcp'}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
