@@ -258,15 +258,26 @@ class Guard:
 
     def _after_pin(self, msg: wire.Message, params: dict[str, Any], name: str, arguments: Any,
                    approval: tuple[bytes | None] | None = None) -> ClientAction:
-        rule = select_rule(self.policy, name)
+        self._latest()
+        policy = self.policy
+        rule = select_rule(policy, name)
         if rule is not None and rule.arguments is not None and rule.action in ("allow", "require_approval"):
             # An argument schema can take long to check (argcheck.py): the check runs off the relay's
-            # pump, within the policy's limits, and the decision is made when it is done, as of now.
+            # pump, within the policy's limits, and the decision is made when it is done, as of now
+            # (checked again when a reload replaced the policy meanwhile: never an old schema's verdict).
             now = self.clock()
             return self._argument_checks.defer(
                 rule, arguments, len(msg.raw),
-                lambda problem: self._decide_call(msg, params, name, arguments, (problem,), now, approval))
+                lambda problem: self._decide_call(msg, params, name, arguments, (problem,), now, approval)
+                if self._latest() is policy else self._after_pin(msg, params, name, arguments, approval))
         return self._decide_call(msg, params, name, arguments, approval=approval)
+
+    def _latest(self) -> Policy:
+        """The policy in force now: a reload waiting to be taken up is taken up first (a deferred call is
+        settled without a message of its own, and must not be decided under a policy already replaced)."""
+        if self._next is not None:
+            self._take_next()
+        return self.policy
 
     def _decide_call(self, msg: wire.Message, params: dict[str, Any], name: str, arguments: Any,
                      checked: tuple[str | None] | None = None, now: float | None = None,
@@ -337,12 +348,16 @@ class Guard:
         """A call the policy (or the pin) says a human must approve: asked through the session's channel
         (approver.py). Approved, it is decided again (limits charged then), or goes on to `then`;
         refused, the answer says why."""
-        rule = select_rule(self.policy, name)
+        policy = self.policy
+        rule = select_rule(policy, name)
         settings = rule.approval if rule is not None and decision.kind != "pin" else Approval()
 
         def approved(replacement: bytes | None) -> ClientAction:
             if then is not None:
                 return then(replacement)
+            if self._latest() is not policy:
+                # A reload while the human was asked: decided (arguments checked) under the new policy.
+                return self._after_pin(msg, params, name, arguments, (replacement,))
             return self._decide_call(msg, params, name, arguments, checked, self.clock(), (replacement,))
 
         def refused(outcome: Outcome) -> ClientAction:

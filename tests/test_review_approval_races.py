@@ -1,0 +1,97 @@
+"""Security review (approval, reload): races between a human's approval and a policy reload, through the
+binary with raw JSON-RPC lines. A call held for approval is decided again when the human approves; that
+decision must be the policy in force then, arguments checked against it, never the one the call
+arrived under."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from wireclient import WireProcess, guard_run
+
+SERVER = [sys.executable, str(Path(__file__).resolve().parent / "servers" / "approval_server.py")]
+TIMEOUT = 30
+
+
+def write_policy(path: Path, policy: dict[str, Any]) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(policy))
+    os.replace(temporary, path)
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def wait_for(path: Path, event: str) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not [r for r in records(path) if r["event"] == event]:
+        assert time.monotonic() < deadline, f"no {event} record"
+        time.sleep(0.05)
+
+
+def start(tmp_path: Path, policy: dict[str, Any]) -> tuple[WireProcess, Path, Path, Path]:
+    path, audit, calls = tmp_path / "policy.json", tmp_path / "audit.jsonl", tmp_path / "calls.jsonl"
+    write_policy(path, policy)
+    proc = WireProcess(guard_run("--policy", str(path), "--audit", str(audit), "--", *SERVER),
+                       env={**os.environ, "CALLS_LOG": str(calls)})
+    proc.initialize(capabilities={"elicitation": {}})
+    return proc, path, audit, calls
+
+
+def ask(proc: WireProcess, arguments: dict[str, Any]) -> Any:
+    proc.send({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+               "params": {"name": "delete_file", "arguments": arguments}})
+    while True:
+        message = proc.recv(TIMEOUT)
+        if message.get("method") == "elicitation/create":
+            return message["id"]
+
+
+def approve_and_answer(proc: WireProcess, own_id: Any) -> Any:
+    proc.send({"jsonrpc": "2.0", "id": own_id, "result": {"action": "accept", "content": {}}})
+    while True:
+        message = proc.recv(TIMEOUT)
+        if message.get("id") == 1:
+            return message
+
+
+def ran(calls: Path) -> list[Any]:
+    return [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
+
+
+def test_an_approval_after_a_reload_that_denies_the_tool_is_refused(tmp_path: Path) -> None:
+    # No message comes between the reload and the approval: the held call must still meet the new policy.
+    proc, path, audit, calls = start(tmp_path, {"version": "1", "rules": {"delete_file": {
+        "action": "require_approval"}}})
+    own_id = ask(proc, {"path": "/srv/a"})
+    write_policy(path, {"version": "1", "rules": {"delete_file": {"action": "deny", "reason": "frozen"}}})
+    wait_for(audit, "reload")
+    answer = approve_and_answer(proc, own_id)
+    assert answer["result"]["isError"] is True and "frozen" in answer["result"]["content"][0]["text"]
+    proc.request(2, "ping")
+    assert ran(calls) == []
+    proc.kill()
+
+
+def test_an_approval_after_a_reload_is_checked_against_the_new_argument_schema(tmp_path: Path) -> None:
+    # Checked against the old schema when it arrived; a stricter one loaded while the human was asked.
+    def policy(pattern: str) -> dict[str, Any]:
+        return {"version": "1", "rules": {"delete_file": {"action": "require_approval", "arguments": {
+            "type": "object", "properties": {"path": {"type": "string", "pattern": pattern}}}}}}
+
+    proc, path, audit, calls = start(tmp_path, policy("^/srv/"))
+    own_id = ask(proc, {"path": "/srv/a"})
+    write_policy(path, policy("^/tmp/"))
+    wait_for(audit, "reload")
+    proc.request(2, "ping")  # the new policy is taken up
+    answer = approve_and_answer(proc, own_id)
+    assert answer["result"]["isError"] is True, answer
+    proc.request(3, "ping")
+    assert ran(calls) == []
+    proc.kill()
