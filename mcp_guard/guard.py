@@ -299,7 +299,7 @@ class Guard:
         decision = decide(self.policy, ToolCall(name, arguments, continuation, checked is not None,
                                                 checked[0] if checked is not None else None, approved),
                           self.state, now)
-        if decision.action == "require_approval" and not self._monitored(decision):
+        if decision.action == "require_approval" and not self._monitored(decision, name):
             return self._ask(msg, params, name, arguments, checked, decision)
         replacement = approval[0] if approval is not None else None
         if replacement is None and decision.allowed and own_state(params):
@@ -311,7 +311,7 @@ class Guard:
         self.counts[decision.action] = self.counts.get(decision.action, 0) + 1
         if decision.allowed and self.shared is not None and any(c.scope != "session" for c in decision.charges):
             return self._shared_call(msg, name, arguments, decision, now, replacement, approved)
-        if not decision.allowed and self._monitored(decision):
+        if not decision.allowed and self._monitored(decision, name):
             return self._monitor_forward(msg, name, arguments, decision, now)
         pending = None
         if self.audit.enabled:
@@ -380,7 +380,7 @@ class Guard:
         or not yet seen matching it."""
         decision = Decision(action, None, reason, kind="pin")
         self.counts[action] = self.counts.get(action, 0) + 1
-        if self._monitored(decision):
+        if self._monitored(decision, name):
             return self._monitor_forward(msg, name, params.get("arguments"), decision, self.clock())
         self.audit.record("call", request_id=msg.id, tool=name, **decision.as_record(), kind="pin",
                           **self.audit.arguments(params.get("arguments")))
@@ -429,7 +429,7 @@ class Guard:
 
         def settle(admission: Any) -> ClientAction:
             final = admission.refusal or decision
-            if admission.refusal is not None and self._monitored(admission.refusal):
+            if admission.refusal is not None and self._monitored(admission.refusal, name):
                 self.counts[decision.action] -= 1
                 self.counts[final.action] = self.counts.get(final.action, 0) + 1
                 self.state.refund(decision.charges)
@@ -460,14 +460,17 @@ class Guard:
 
     # --- monitor (shadow) mode -------------------------------------------------------------------------
 
-    def _monitored(self, decision: Decision) -> bool:
+    def _monitored(self, decision: Decision, name: str) -> bool:
         """Whether a refusal is only to be recorded: --monitor, the policy's "mode": "monitor", or the
-        deciding rule's "monitor": true (a pin's refusal has no rule: only the first two apply)."""
+        deciding rule's "monitor": true (a pin's refusal has no rule: only the first two apply). The
+        deciding rule is the one selected for `name`, not any rule of that key: a `hide` entry may share
+        its key with a monitored entry under `rules`."""
         if self._monitoring_all():
             return True
         if decision.rule is None or decision.kind == "pin":
             return False
-        return any(rule.monitor for rule in self.policy.rules if rule.key == decision.rule)
+        rule = select_rule(self.policy, name)
+        return rule is not None and rule.key == decision.rule and rule.monitor
 
     def _monitoring_all(self) -> bool:
         return self.monitor or self.policy.mode == "monitor"

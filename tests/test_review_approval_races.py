@@ -95,3 +95,18 @@ def test_an_approval_after_a_reload_is_checked_against_the_new_argument_schema(t
     proc.request(3, "ping")
     assert ran(calls) == []
     proc.kill()
+
+
+def test_a_monitored_rule_does_not_monitor_a_hide_entry_of_the_same_key(tmp_path: Path) -> None:
+    # Rule keys are not unique across "rules" and "hide": the hide entry decides (more restrictive at a
+    # tie), and the rules entry's "monitor" must not let the hidden tool's call through.
+    path, calls = tmp_path / "policy.json", tmp_path / "calls.jsonl"
+    write_policy(path, {"version": "1", "rules": {"delete_file": {"action": "deny", "monitor": True}},
+                        "hide": ["delete_file"]})
+    proc = WireProcess(guard_run("--policy", str(path), "--", *SERVER), env={**os.environ, "CALLS_LOG": str(calls)})
+    proc.initialize()
+    answer = proc.request(1, "tools/call", {"name": "delete_file", "arguments": {"path": "/srv/a"}}, TIMEOUT)
+    listed = proc.request(2, "tools/list", {}, TIMEOUT)
+    assert "delete_file" not in [tool["name"] for tool in listed["result"]["tools"]]
+    assert ran(calls) == [], answer
+    proc.kill()
