@@ -15,6 +15,7 @@ they too pass byte for byte unless the interceptor asked to see the answer.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -452,10 +453,12 @@ class Session:
         """Decoding a multi-megabyte answer costs more time and memory than the rest of the relay; when no
         pending request needs inspecting, the id at its head is all that is needed. The frame is checked,
         not the body (docs/relay.md): the head, the closing brace, and no second `"id"` anywhere in the
-        line (one could be a second top-level id, which a reader keeping the last would match to another
-        request): such a line is parsed in full like a small one. False: take the slow path."""
+        line, however spelt ("i\\u0064", "ID"): one could be a second top-level id, which a reader keeping
+        the last would match to another request. Such a line is parsed in full like a small one. False:
+        take the slow path."""
         head = wire.response_id(line)
-        if head is None or line.find(b'"id"', line.find(b'"id"') + 4) >= 0:
+        first = _ID_KEY.search(line) if head is not None else None
+        if head is None or first is None or _ID_KEY.search(line, first.end()) is not None:
             return False
         key = wire.id_key(head[0])
         entry = self.pending.take_answer(key)
@@ -488,5 +491,8 @@ class Session:
             self._lose(entry)
             self._fx.to_client.append(wire.error_response(entry.id, code, message))
 
+
+# An "id" key as any reader may read it: escaped ("i\u0064") or in another case (Go's encoding/json).
+_ID_KEY = re.compile(rb'"(?:i|I|\\u00[46]9)(?:d|D|\\u00[46]4)"')
 
 _NOTHING = Effects()  # returned when an entry point produced nothing (never mutated by callers)

@@ -110,3 +110,25 @@ def test_a_monitored_rule_does_not_monitor_a_hide_entry_of_the_same_key(tmp_path
     assert "delete_file" not in [tool["name"] for tool in listed["result"]["tools"]]
     assert ran(calls) == [], answer
     proc.kill()
+
+
+LARGE_ECHO = r'''
+import sys
+for line in sys.stdin:
+    if '"ping"' in line:
+        # An answer over 1 MiB to request 1 that a reader keeping the last key reads as request 2's.
+        sys.stdout.write('{"jsonrpc":"2.0","id":1,"result":{"t":"' + "x" * (1 << 21) + '"},"i\\u0064":2}\n')
+        sys.stdout.write('{"jsonrpc":"2.0","id":1,"result":{}}\n')
+        sys.stdout.flush()
+'''
+
+
+def test_a_large_answer_with_an_escaped_second_id_is_not_passed_by_its_head(tmp_path: Path) -> None:
+    # The fast path looked for a second "id" as bytes only: "i\u0064" is the same key to every parser.
+    server = tmp_path / "large.py"
+    server.write_text(LARGE_ECHO)
+    proc = WireProcess(guard_run("--", sys.executable, str(server)))
+    answer = proc.request(1, "ping", None, TIMEOUT)
+    assert answer == {"jsonrpc": "2.0", "id": 1, "result": {}}, str(answer)[:200]
+    assert proc.other == []
+    proc.kill()
