@@ -371,7 +371,10 @@ class Guard:
             _log_call(logging.WARNING, name, final.action, final.rule, outcome.waited, f"refused: {said}")
             return Reply(self._refusal(msg, name, final))
 
-        return self.approver.consider(msg, params, name, arguments, decision, settings, self._stateless(msg),
+        # A handshake session asks as its initialize said (elicitation or the command): a call claiming the
+        # 2026-07-28 envelope there must not switch to the form whose answer the client itself carries.
+        stateless = self.era != "handshake" and self._stateless(msg)
+        return self.approver.consider(msg, params, name, arguments, decision, settings, stateless,
                                       approved, refused)
 
     def _pin_refusal(self, msg: wire.Message, name: str, params: dict[str, Any], action: PinAction,

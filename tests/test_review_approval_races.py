@@ -132,3 +132,34 @@ def test_a_large_answer_with_an_escaped_second_id_is_not_passed_by_its_head(tmp_
     assert answer == {"jsonrpc": "2.0", "id": 1, "result": {}}, str(answer)[:200]
     assert proc.other == []
     proc.kill()
+
+
+STATELESS_META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}}
+
+
+def test_a_handshake_session_without_elicitation_cannot_approve_itself_through_the_stateless_form(
+        tmp_path: Path) -> None:
+    # The client said at initialize that it cannot ask a human, so the approval command decides (here: no).
+    # A call claiming the 2026-07-28 era and elicitation in its own _meta must not get mcp-guard's question
+    # (and a state to answer it with) instead.
+    path, calls = tmp_path / "policy.json", tmp_path / "calls.jsonl"
+    write_policy(path, {"version": "1", "rules": {"delete_file": {"action": "require_approval"}}})
+    no = f"{sys.executable} -c 'print(\"no\"); raise SystemExit(3)'"
+    proc = WireProcess(guard_run("--policy", str(path), "--approval-command", no, "--", *SERVER),
+                       env={**os.environ, "CALLS_LOG": str(calls)})
+    proc.initialize()
+    params: dict[str, Any] = {"name": "delete_file", "arguments": {"path": "/srv/a"}, "_meta": STATELESS_META}
+    first = proc.request(1, "tools/call", params, TIMEOUT)
+    state = first["result"].get("requestState")
+    if state is not None:
+        retry = {**params, "requestState": state,
+                 "inputResponses": {"mcp-guard/approval": {"action": "accept", "content": {}}}}
+        # mcp-guard forwarded it (the SDK server refuses the envelope on a handshake connection; a lenient
+        # server would have run it).
+        assert "error" not in proc.request(2, "tools/call", retry, TIMEOUT)
+    assert "requestState" not in first["result"]
+    assert first["result"]["isError"] is True and "no" in first["result"]["content"][0]["text"]
+    proc.request(3, "ping", None, TIMEOUT)
+    assert ran(calls) == []
+    proc.kill()
