@@ -163,3 +163,19 @@ def test_a_handshake_session_without_elicitation_cannot_approve_itself_through_t
     proc.request(3, "ping", None, TIMEOUT)
     assert ran(calls) == []
     proc.kill()
+
+
+def test_an_approval_answered_after_its_call_was_cancelled_and_the_id_reused_approves_nothing(
+        tmp_path: Path) -> None:
+    proc, _, audit, calls = start(tmp_path, {"version": "1", "rules": {"delete_file": {
+        "action": "require_approval"}}})
+    own_id = ask(proc, {"path": "/srv/a"})
+    proc.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}})
+    reused = proc.request(1, "tools/call", {"name": "read_file", "arguments": {"path": "/srv/b"}}, TIMEOUT)
+    assert reused["result"]["content"][0]["text"] == "contents of /srv/b"
+    proc.send({"jsonrpc": "2.0", "id": own_id, "result": {"action": "accept", "content": {}}})
+    proc.request(2, "ping", None, TIMEOUT)
+    assert ran(calls) == [{"tool": "read_file", "arguments": {"path": "/srv/b"}}]
+    assert {"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": own_id, "reason": "no longer needed"}} in proc.other
+    proc.kill()
