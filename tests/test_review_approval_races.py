@@ -179,3 +179,29 @@ def test_an_approval_answered_after_its_call_was_cancelled_and_the_id_reused_app
     assert {"jsonrpc": "2.0", "method": "notifications/cancelled",
             "params": {"requestId": own_id, "reason": "no longer needed"}} in proc.other
     proc.kill()
+
+
+def test_a_second_initialize_does_not_turn_the_approval_command_into_the_clients_own_answer(
+        tmp_path: Path) -> None:
+    # The session's capabilities are those of its initialize; an agent that sends another one declaring
+    # elicitation must not be asked (and answer itself) in place of the approval command.
+    path, calls = tmp_path / "policy.json", tmp_path / "calls.jsonl"
+    write_policy(path, {"version": "1", "rules": {"delete_file": {"action": "require_approval"}}})
+    no = f"{sys.executable} -c 'print(\"no\"); raise SystemExit(3)'"
+    proc = WireProcess(guard_run("--policy", str(path), "--approval-command", no, "--", *SERVER),
+                       env={**os.environ, "CALLS_LOG": str(calls)})
+    proc.initialize()
+    proc.request(1, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {"elicitation": {}},
+                                   "clientInfo": {"name": "again", "version": "1"}}, TIMEOUT)
+    proc.send({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+               "params": {"name": "delete_file", "arguments": {"path": "/srv/a"}}})
+    while True:
+        message = proc.recv(TIMEOUT)
+        if message.get("method") == "elicitation/create":
+            proc.send({"jsonrpc": "2.0", "id": message["id"], "result": {"action": "accept", "content": {}}})
+        elif message.get("id") == 2:
+            break
+    assert message["result"]["isError"] is True and "no" in message["result"]["content"][0]["text"]
+    proc.request(3, "ping", None, TIMEOUT)
+    assert ran(calls) == []
+    proc.kill()
