@@ -373,7 +373,7 @@ class Guard:
 
         # A handshake session asks as its initialize said (elicitation or the command): a call claiming the
         # 2026-07-28 envelope there must not switch to the form whose answer the client itself carries.
-        stateless = self.era != "handshake" and self._stateless(msg)
+        stateless = not self.approver.handshake and self._stateless(msg)
         return self.approver.consider(msg, params, name, arguments, decision, settings, stateless,
                                       approved, refused)
 

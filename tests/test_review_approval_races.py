@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from wireclient import WireProcess, guard_run
 
 SERVER = [sys.executable, str(Path(__file__).resolve().parent / "servers" / "approval_server.py")]
@@ -138,8 +139,9 @@ STATELESS_META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
                   "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}}
 
 
+@pytest.mark.parametrize("discover", [False, True])
 def test_a_handshake_session_without_elicitation_cannot_approve_itself_through_the_stateless_form(
-        tmp_path: Path) -> None:
+        tmp_path: Path, discover: bool) -> None:
     # The client said at initialize that it cannot ask a human, so the approval command decides (here: no).
     # A call claiming the 2026-07-28 era and elicitation in its own _meta must not get mcp-guard's question
     # (and a state to answer it with) instead.
@@ -149,6 +151,8 @@ def test_a_handshake_session_without_elicitation_cannot_approve_itself_through_t
     proc = WireProcess(guard_run("--policy", str(path), "--approval-command", no, "--", *SERVER),
                        env={**os.environ, "CALLS_LOG": str(calls)})
     proc.initialize()
+    if discover:  # a server/discover claiming the 2026-07-28 era does not make the session stateless either
+        proc.request(9, "server/discover", {"_meta": STATELESS_META}, TIMEOUT)
     params: dict[str, Any] = {"name": "delete_file", "arguments": {"path": "/srv/a"}, "_meta": STATELESS_META}
     first = proc.request(1, "tools/call", params, TIMEOUT)
     state = first["result"].get("requestState")
