@@ -356,26 +356,31 @@ class Session:
             action = None
         if msg.method == "notifications/cancelled":
             # After the interceptor saw it (the guard notes a cancelled call there, which keeps its quota).
-            self._client_cancelled(msg)
+            if self._client_cancelled(msg):
+                return  # it names a request of mcp-guard's own: its id is never the upstream's to learn
         if isinstance(action, Forward):
             self._fx.to_upstream.append(action.replacement if action.replacement is not None else msg.raw)
         elif action is not None:
             log.warning("dropped a %s notification from the client: %s", msg.method, action.reason)
 
-    def _client_cancelled(self, msg: wire.Message) -> None:
+    def _client_cancelled(self, msg: wire.Message) -> bool:
         """The client gave up on a request: it leaves the pending table (the drain does not wait for it,
-        and no error is sent for it), its id can be used again, and a late answer to it is dropped."""
+        and no error is sent for it), its id can be used again, and a late answer to it is dropped.
+        True when the id is one of mcp-guard's own (nothing to do, and nothing to forward)."""
         params = msg.params
         key = wire.id_key(params.get("requestId")) if isinstance(params, dict) else None
         if key is None:
-            return
+            return False
+        if key.startswith(self.own_prefix):
+            return True
         entry = self.pending.cancelled(key)
         if entry is None:
-            return  # answered already, never sent, or someone else's id: nothing to do
+            return False  # answered already, never sent, or someone else's id: nothing to do
         if entry.decision is not None:
             self._fx.cancel.append(entry.decision)  # never forwarded, nor answered
         else:
             self._lose(entry)
+        return False
 
     def _client_response(self, msg: wire.Message) -> None:
         token = self._own.get(msg.id_key) if msg.id_key is not None else None
@@ -413,6 +418,12 @@ class Session:
                 self._answer_lost(request_id, wire.INTERNAL_ERROR, "the upstream server sent a malformed answer")
             return
         if parsed.kind != "response":
+            if parsed.kind == "request" and parsed.id_key is not None and parsed.id_key.startswith(self.own_prefix):
+                # The client's answer to it would be taken as the answer to mcp-guard's own request.
+                log.warning("refused a request from the upstream server under one of mcp-guard's own ids")
+                self._fx.to_upstream.append(wire.error_response(
+                    parsed.id, wire.INVALID_REQUEST, "this request id is reserved by mcp-guard"))
+                return
             if parsed.kind == "request":
                 try:
                     self.interceptor.upstream_request(parsed)
