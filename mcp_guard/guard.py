@@ -169,6 +169,7 @@ class Guard:
         self._tool_listeners: dict[str, Any] = {}  # open listen streams that want list changes, by id key
         # Asks a human about require_approval calls (approver.py); the command line's command wins.
         self.approver = Approver(self.audit, clock, approval_command or policy.approval_command, server_command)
+        self._approval_command = approval_command  # the command line's (or environment's): a reload keeps it
 
     # --- client messages -------------------------------------------------------------------------
 
@@ -657,6 +658,9 @@ class Guard:
         self.policy = prepared.policy
         self._argument_checks = prepared.argument_checks
         self.pins = prepared.pins
+        # The policy's "approval_command" is the policy's like the rest: a reload that changes or removes it
+        # must not leave the old one deciding.
+        self.approver.command = self._approval_command or prepared.policy.approval_command or None
 
     def _answer_as_unknown(self, msg: wire.Message, watch: ProbeWatch) -> Forward | Reply:
         """The upstream's answer to a probe, with the probe's name turned into the hidden one in the raw

@@ -209,3 +209,22 @@ def test_a_second_initialize_does_not_turn_the_approval_command_into_the_clients
     proc.request(3, "ping", None, TIMEOUT)
     assert ran(calls) == []
     proc.kill()
+
+
+def test_a_reload_that_removes_the_policys_approval_command_stops_it_approving(tmp_path: Path) -> None:
+    # The policy's "approval_command" was read once, at start: a reload that took away a command that
+    # approves everything left it approving.
+    path, audit, calls = tmp_path / "policy.json", tmp_path / "audit.jsonl", tmp_path / "calls.jsonl"
+    rules = {"delete_file": {"action": "require_approval"}}
+    write_policy(path, {"version": "1", "rules": rules, "approval_command": "exit 0"})
+    proc = WireProcess(guard_run("--policy", str(path), "--audit", str(audit), "--", *SERVER),
+                       env={**{k: v for k, v in os.environ.items() if k != "MCP_GUARD_APPROVAL_COMMAND"},
+                            "CALLS_LOG": str(calls)})
+    proc.initialize()
+    write_policy(path, {"version": "1", "rules": rules})
+    wait_for(audit, "reload")
+    answer = proc.request(1, "tools/call", {"name": "delete_file", "arguments": {"path": "/srv/a"}}, TIMEOUT)
+    assert answer["result"]["isError"] is True, answer
+    proc.request(2, "ping", None, TIMEOUT)
+    assert ran(calls) == []
+    proc.kill()
