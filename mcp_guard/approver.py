@@ -75,6 +75,7 @@ class Approver:
         self.signer = StateSigner()
         self.memory = Memory()
         self.client_elicits = False  # handshake era: the client declared form elicitation in initialize
+        self.handshake = False  # an initialize was seen: its capabilities say how to ask, whatever later requests claim
         self.server_name: str | None = None  # the upstream's serverInfo name, once seen
         self._fallback_name = " ".join(os.path.basename(part) if i == 0 else part
                                        for i, part in enumerate(server_command)) or "the MCP server"
@@ -90,7 +91,10 @@ class Approver:
 
     def note_initialize(self, params: Any) -> None:
         capabilities = params.get("capabilities") if isinstance(params, dict) else None
-        self.client_elicits = client_supports_form(capabilities)
+        # A later initialize can only take elicitation away: an agent that sends another one declaring it
+        # must not become the one asked (and answer itself) in place of the approval command.
+        self.client_elicits = client_supports_form(capabilities) and (self.client_elicits or not self.handshake)
+        self.handshake = True
         log.info("the client %s form elicitation: require_approval calls are asked %s",
                  "declared" if self.client_elicits else "did not declare",
                  "through it" if self.client_elicits else

@@ -169,6 +169,7 @@ class Guard:
         self._tool_listeners: dict[str, Any] = {}  # open listen streams that want list changes, by id key
         # Asks a human about require_approval calls (approver.py); the command line's command wins.
         self.approver = Approver(self.audit, clock, approval_command or policy.approval_command, server_command)
+        self._approval_command = approval_command  # the command line's (or environment's): a reload keeps it
 
     # --- client messages -------------------------------------------------------------------------
 
@@ -258,15 +259,26 @@ class Guard:
 
     def _after_pin(self, msg: wire.Message, params: dict[str, Any], name: str, arguments: Any,
                    approval: tuple[bytes | None] | None = None) -> ClientAction:
-        rule = select_rule(self.policy, name)
+        self._latest()
+        policy = self.policy
+        rule = select_rule(policy, name)
         if rule is not None and rule.arguments is not None and rule.action in ("allow", "require_approval"):
             # An argument schema can take long to check (argcheck.py): the check runs off the relay's
-            # pump, within the policy's limits, and the decision is made when it is done, as of now.
+            # pump, within the policy's limits, and the decision is made when it is done, as of now
+            # (checked again when a reload replaced the policy meanwhile: never an old schema's verdict).
             now = self.clock()
             return self._argument_checks.defer(
                 rule, arguments, len(msg.raw),
-                lambda problem: self._decide_call(msg, params, name, arguments, (problem,), now, approval))
+                lambda problem: self._decide_call(msg, params, name, arguments, (problem,), now, approval)
+                if self._latest() is policy else self._after_pin(msg, params, name, arguments, approval))
         return self._decide_call(msg, params, name, arguments, approval=approval)
+
+    def _latest(self) -> Policy:
+        """The policy in force now: a reload waiting to be taken up is taken up first (a deferred call is
+        settled without a message of its own, and must not be decided under a policy already replaced)."""
+        if self._next is not None:
+            self._take_next()
+        return self.policy
 
     def _decide_call(self, msg: wire.Message, params: dict[str, Any], name: str, arguments: Any,
                      checked: tuple[str | None] | None = None, now: float | None = None,
@@ -288,7 +300,7 @@ class Guard:
         decision = decide(self.policy, ToolCall(name, arguments, continuation, checked is not None,
                                                 checked[0] if checked is not None else None, approved),
                           self.state, now)
-        if decision.action == "require_approval" and not self._monitored(decision):
+        if decision.action == "require_approval" and not self._monitored(decision, name):
             return self._ask(msg, params, name, arguments, checked, decision)
         replacement = approval[0] if approval is not None else None
         if replacement is None and decision.allowed and own_state(params):
@@ -300,7 +312,7 @@ class Guard:
         self.counts[decision.action] = self.counts.get(decision.action, 0) + 1
         if decision.allowed and self.shared is not None and any(c.scope != "session" for c in decision.charges):
             return self._shared_call(msg, name, arguments, decision, now, replacement, approved)
-        if not decision.allowed and self._monitored(decision):
+        if not decision.allowed and self._monitored(decision, name):
             return self._monitor_forward(msg, name, arguments, decision, now)
         pending = None
         if self.audit.enabled:
@@ -337,12 +349,16 @@ class Guard:
         """A call the policy (or the pin) says a human must approve: asked through the session's channel
         (approver.py). Approved, it is decided again (limits charged then), or goes on to `then`;
         refused, the answer says why."""
-        rule = select_rule(self.policy, name)
+        policy = self.policy
+        rule = select_rule(policy, name)
         settings = rule.approval if rule is not None and decision.kind != "pin" else Approval()
 
         def approved(replacement: bytes | None) -> ClientAction:
             if then is not None:
                 return then(replacement)
+            if self._latest() is not policy:
+                # A reload while the human was asked: decided (arguments checked) under the new policy.
+                return self._after_pin(msg, params, name, arguments, (replacement,))
             return self._decide_call(msg, params, name, arguments, checked, self.clock(), (replacement,))
 
         def refused(outcome: Outcome) -> ClientAction:
@@ -356,7 +372,10 @@ class Guard:
             _log_call(logging.WARNING, name, final.action, final.rule, outcome.waited, f"refused: {said}")
             return Reply(self._refusal(msg, name, final))
 
-        return self.approver.consider(msg, params, name, arguments, decision, settings, self._stateless(msg),
+        # A handshake session asks as its initialize said (elicitation or the command): a call claiming the
+        # 2026-07-28 envelope there must not switch to the form whose answer the client itself carries.
+        stateless = not self.approver.handshake and self._stateless(msg)
+        return self.approver.consider(msg, params, name, arguments, decision, settings, stateless,
                                       approved, refused)
 
     def _pin_refusal(self, msg: wire.Message, name: str, params: dict[str, Any], action: PinAction,
@@ -365,7 +384,7 @@ class Guard:
         or not yet seen matching it."""
         decision = Decision(action, None, reason, kind="pin")
         self.counts[action] = self.counts.get(action, 0) + 1
-        if self._monitored(decision):
+        if self._monitored(decision, name):
             return self._monitor_forward(msg, name, params.get("arguments"), decision, self.clock())
         self.audit.record("call", request_id=msg.id, tool=name, **decision.as_record(), kind="pin",
                           **self.audit.arguments(params.get("arguments")))
@@ -414,7 +433,7 @@ class Guard:
 
         def settle(admission: Any) -> ClientAction:
             final = admission.refusal or decision
-            if admission.refusal is not None and self._monitored(admission.refusal):
+            if admission.refusal is not None and self._monitored(admission.refusal, name):
                 self.counts[decision.action] -= 1
                 self.counts[final.action] = self.counts.get(final.action, 0) + 1
                 self.state.refund(decision.charges)
@@ -445,14 +464,17 @@ class Guard:
 
     # --- monitor (shadow) mode -------------------------------------------------------------------------
 
-    def _monitored(self, decision: Decision) -> bool:
+    def _monitored(self, decision: Decision, name: str) -> bool:
         """Whether a refusal is only to be recorded: --monitor, the policy's "mode": "monitor", or the
-        deciding rule's "monitor": true (a pin's refusal has no rule: only the first two apply)."""
+        deciding rule's "monitor": true (a pin's refusal has no rule: only the first two apply). The
+        deciding rule is the one selected for `name`, not any rule of that key: a `hide` entry may share
+        its key with a monitored entry under `rules`."""
         if self._monitoring_all():
             return True
         if decision.rule is None or decision.kind == "pin":
             return False
-        return any(rule.monitor for rule in self.policy.rules if rule.key == decision.rule)
+        rule = select_rule(self.policy, name)
+        return rule is not None and rule.key == decision.rule and rule.monitor
 
     def _monitoring_all(self) -> bool:
         return self.monitor or self.policy.mode == "monitor"
@@ -636,6 +658,9 @@ class Guard:
         self.policy = prepared.policy
         self._argument_checks = prepared.argument_checks
         self.pins = prepared.pins
+        # The policy's "approval_command" is the policy's like the rest: a reload that changes or removes it
+        # must not leave the old one deciding.
+        self.approver.command = self._approval_command or prepared.policy.approval_command or None
 
     def _answer_as_unknown(self, msg: wire.Message, watch: ProbeWatch) -> Forward | Reply:
         """The upstream's answer to a probe, with the probe's name turned into the hidden one in the raw

@@ -15,6 +15,7 @@ they too pass byte for byte unless the interceptor asked to see the answer.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -355,26 +356,31 @@ class Session:
             action = None
         if msg.method == "notifications/cancelled":
             # After the interceptor saw it (the guard notes a cancelled call there, which keeps its quota).
-            self._client_cancelled(msg)
+            if self._client_cancelled(msg):
+                return  # it names a request of mcp-guard's own: its id is never the upstream's to learn
         if isinstance(action, Forward):
             self._fx.to_upstream.append(action.replacement if action.replacement is not None else msg.raw)
         elif action is not None:
             log.warning("dropped a %s notification from the client: %s", msg.method, action.reason)
 
-    def _client_cancelled(self, msg: wire.Message) -> None:
+    def _client_cancelled(self, msg: wire.Message) -> bool:
         """The client gave up on a request: it leaves the pending table (the drain does not wait for it,
-        and no error is sent for it), its id can be used again, and a late answer to it is dropped."""
+        and no error is sent for it), its id can be used again, and a late answer to it is dropped.
+        True when the id is one of mcp-guard's own (nothing to do, and nothing to forward)."""
         params = msg.params
         key = wire.id_key(params.get("requestId")) if isinstance(params, dict) else None
         if key is None:
-            return
+            return False
+        if key.startswith(self.own_prefix):
+            return True
         entry = self.pending.cancelled(key)
         if entry is None:
-            return  # answered already, never sent, or someone else's id: nothing to do
+            return False  # answered already, never sent, or someone else's id: nothing to do
         if entry.decision is not None:
             self._fx.cancel.append(entry.decision)  # never forwarded, nor answered
         else:
             self._lose(entry)
+        return False
 
     def _client_response(self, msg: wire.Message) -> None:
         token = self._own.get(msg.id_key) if msg.id_key is not None else None
@@ -412,6 +418,12 @@ class Session:
                 self._answer_lost(request_id, wire.INTERNAL_ERROR, "the upstream server sent a malformed answer")
             return
         if parsed.kind != "response":
+            if parsed.kind == "request" and parsed.id_key is not None and parsed.id_key.startswith(self.own_prefix):
+                # The client's answer to it would be taken as the answer to mcp-guard's own request.
+                log.warning("refused a request from the upstream server under one of mcp-guard's own ids")
+                self._fx.to_upstream.append(wire.error_response(
+                    parsed.id, wire.INVALID_REQUEST, "this request id is reserved by mcp-guard"))
+                return
             if parsed.kind == "request":
                 try:
                     self.interceptor.upstream_request(parsed)
@@ -452,10 +464,12 @@ class Session:
         """Decoding a multi-megabyte answer costs more time and memory than the rest of the relay; when no
         pending request needs inspecting, the id at its head is all that is needed. The frame is checked,
         not the body (docs/relay.md): the head, the closing brace, and no second `"id"` anywhere in the
-        line (one could be a second top-level id, which a reader keeping the last would match to another
-        request): such a line is parsed in full like a small one. False: take the slow path."""
+        line, however spelt ("i\\u0064", "ID"): one could be a second top-level id, which a reader keeping
+        the last would match to another request. Such a line is parsed in full like a small one. False:
+        take the slow path."""
         head = wire.response_id(line)
-        if head is None or line.find(b'"id"', line.find(b'"id"') + 4) >= 0:
+        first = _ID_KEY.search(line) if head is not None else None
+        if head is None or first is None or _ID_KEY.search(line, first.end()) is not None:
             return False
         key = wire.id_key(head[0])
         entry = self.pending.take_answer(key)
@@ -488,5 +502,8 @@ class Session:
             self._lose(entry)
             self._fx.to_client.append(wire.error_response(entry.id, code, message))
 
+
+# An "id" key as any reader may read it: escaped ("i\u0064") or in another case (Go's encoding/json).
+_ID_KEY = re.compile(rb'"(?:i|I|\\u00[46]9)(?:d|D|\\u00[46]4)"')
 
 _NOTHING = Effects()  # returned when an entry point produced nothing (never mutated by callers)

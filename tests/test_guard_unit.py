@@ -87,3 +87,24 @@ def test_a_jsonrpc_error_gives_the_charge_back() -> None:
     guard.upstream_answer(message({"jsonrpc": "2.0", "id": 1, "error": {"code": -32602, "message": "bad"}}),
                           first.watch)
     assert isinstance(call(guard, 2), Forward)
+
+
+def test_an_argument_check_made_under_a_replaced_policy_is_not_the_verdict() -> None:
+    # Review: a reload lands while a call's arguments are checked off the pump; the old schema's verdict
+    # must not decide under the new policy, whose schema is stricter: the call is checked again.
+    from mcp_guard.actions import Defer
+    from mcp_guard.argcheck import ArgumentChecks
+    from mcp_guard.reload import Prepared
+
+    def policy(pattern: str) -> object:
+        return loads(json.dumps({"version": "1", "rules": {"work": {"arguments": {
+            "type": "object", "properties": {"path": {"type": "string", "pattern": pattern}}}}}}))
+
+    old, new = policy("^/srv/"), policy("^/tmp/")
+    guard = Guard(old, clock=lambda: 100.0)  # type: ignore[arg-type]
+    deferred = guard.client_request(message({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                             "params": {"name": "work", "arguments": {"path": "/srv/a"}}}))
+    assert isinstance(deferred, Defer) and deferred.settle is not None
+    guard.replace_policy(Prepared(new, ArgumentChecks(new), None))  # type: ignore[arg-type]
+    settled = deferred.settle(None)  # what the check under the old schema found: nothing
+    assert not isinstance(settled, Forward), "decided with the old schema's verdict"

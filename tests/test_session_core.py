@@ -329,6 +329,26 @@ def test_own_requests_are_consumed_and_late_answers_never_forwarded() -> None:
     assert cancelled["method"] == "notifications/cancelled"
 
 
+def test_own_ids_never_reach_the_upstream_nor_come_from_it() -> None:
+    """Review: the client's answer to a request with one of mcp-guard's ids is mcp-guard's, so an upstream
+    that sent a request under such an id could have its elicitation's "accept" taken as the approval of
+    another call. Our ids carry a nonce the upstream cannot guess; a client's notifications/cancelled
+    naming one must not hand it to the upstream, and an upstream request under one is refused."""
+    c = Conversation()
+    token = object()
+    c.call("own_request", token, "elicitation/create", {"message": "Allow delete_file?"})
+    (question,) = c.client_said()
+    c.client(b'{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"'
+             + question["id"].encode() + b'"}}\n')
+    assert c.upstream_got() == b""
+    c.upstream(req(question["id"], "elicitation/create", {"message": "Show the weather?"}))
+    assert c.client_said() == []
+    (refused,) = [json.loads(line) for line in c.upstream_got().splitlines()]
+    assert refused["id"] == question["id"] and refused["error"]["code"] == wire.INVALID_REQUEST
+    fx = c.client(ans(question["id"], {"action": "accept"}))
+    assert fx.own_answers[0][0] is token
+
+
 # --- endings and the exit status ---------------------------------------------------------------------
 
 
