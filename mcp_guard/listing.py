@@ -17,10 +17,10 @@ from typing import Any
 
 from . import oslayer, wire
 from .framing import LineFramer
-from .guard import read_ambiguous_listing
 from .options import DEFAULT_MAX_MESSAGE_BYTES
 from .streams import READ_CHUNK, read_chunk_blocking
 from .upstream import StartError, Upstream
+from .watches import read_ambiguous_listing
 
 
 class ListingError(Exception):
